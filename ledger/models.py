@@ -1,0 +1,130 @@
+"""Contests, contestants, payments and the ledger. PostgreSQL constraints hold the invariants."""
+
+from django.db import models
+from django.db.models import Q
+
+
+class Contest(models.Model):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    price_per_vote = models.BigIntegerField(help_text="Minor units, e.g. kobo.")
+    currency = models.CharField(max_length=3, default="NGN")
+    opens_at = models.DateTimeField()
+    closes_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(price_per_vote__gt=0), name="contest_price_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(closes_at__gt=models.F("opens_at")), name="contest_closes_after_opening"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Contestant(models.Model):
+    contest = models.ForeignKey(Contest, on_delete=models.PROTECT, related_name="contestants")
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100)
+    votes = models.BigIntegerField(default=0, help_text="Moved only with F() by ledger.services.")
+
+    class Meta:
+        ordering = ["contest_id", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["contest", "slug"], name="contestant_slug_unique"),
+            models.CheckConstraint(condition=Q(votes__gte=0), name="contestant_votes_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Payment(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        CREDITED = "credited"
+        FAILED = "failed"
+        FLAGGED = "flagged"
+        REVERSED = "reversed"
+
+    reference = models.CharField(max_length=64, unique=True)
+    contestant = models.ForeignKey(Contestant, on_delete=models.PROTECT, related_name="payments")
+    votes = models.IntegerField()
+    amount = models.BigIntegerField(help_text="Minor units, e.g. kobo.")
+    currency = models.CharField(max_length=3)
+    email = models.EmailField()
+    status = models.CharField(max_length=16, choices=Status, default=Status.PENDING)
+    gateway_id = models.BigIntegerField(null=True, blank=True, help_text="Paystack's id (64-bit).")
+    paid_at = models.DateTimeField(null=True, blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    credited_at = models.DateTimeField(null=True, blank=True)
+    reason = models.TextField(blank=True, help_text="Why it is flagged, failed or reversed.")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "created_at"], name="payment_status_created")]
+        constraints = [
+            models.CheckConstraint(condition=Q(votes__gt=0), name="payment_votes_positive"),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="payment_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(status__in=["pending", "credited", "failed", "flagged", "reversed"]),
+                name="payment_status_valid",
+            ),
+            # A credited payment always says when; nothing else may claim a credit time.
+            models.CheckConstraint(
+                condition=Q(status="credited", credited_at__isnull=False) | ~Q(status="credited"),
+                name="payment_credited_has_time",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.reference
+
+
+class PaymentTransition(models.Model):
+    """The status history of a payment, written by the service that changes the status."""
+
+    payment = models.ForeignKey(Payment, on_delete=models.CASCADE, related_name="transitions")
+    from_status = models.CharField(max_length=16)
+    to_status = models.CharField(max_length=16)
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.from_status} -> {self.to_status}"
+
+
+class LedgerEntry(models.Model):
+    class Kind(models.TextChoices):
+        CREDIT = "credit"
+        REVERSAL = "reversal"
+
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="ledger_entries")
+    contestant = models.ForeignKey(
+        Contestant, on_delete=models.PROTECT, related_name="ledger_entries"
+    )
+    kind = models.CharField(max_length=16, choices=Kind)
+    votes = models.IntegerField(help_text="Signed: positive for a credit, negative for a reversal.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "ledger entries"
+        constraints = [
+            # The second wall: even code that skipped the row lock cannot credit twice.
+            models.UniqueConstraint(fields=["payment", "kind"], name="ledger_entry_once_per_kind"),
+            models.CheckConstraint(
+                condition=Q(kind="credit", votes__gt=0) | Q(kind="reversal", votes__lt=0),
+                name="ledger_entry_sign_matches_kind",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.votes:+d} for {self.payment_id}"

@@ -1,0 +1,34 @@
+"""Shared reads of the ledger."""
+
+from datetime import datetime
+
+from django.db.models import F, Q, QuerySet, Sum
+from django.db.models.functions import Coalesce
+
+from ledger.models import Contest, Contestant, Payment
+
+
+def contestants_out_of_balance() -> QuerySet[Contestant]:
+    """Contestants whose total differs from the sum of their ledger entries (should be none)."""
+    return (
+        Contestant.objects.annotate(ledger_votes=Coalesce(Sum("ledger_entries__votes"), 0))
+        .exclude(votes=F("ledger_votes"))
+        .order_by("id")
+    )
+
+
+def pending_payments(
+    *, created_before: datetime, created_after: datetime | None = None
+) -> QuerySet[Payment]:
+    """Pending payments created in the window, oldest first."""
+    window = Q(created_at__lt=created_before)
+    if created_after is not None:
+        window &= Q(created_at__gte=created_after)
+    return Payment.objects.filter(window, status=Payment.Status.PENDING).order_by("created_at")
+
+
+def open_contest(*, now: datetime) -> Contest | None:
+    """The contest open for votes now (the earliest to close, if several are)."""
+    return (
+        Contest.objects.filter(opens_at__lte=now, closes_at__gt=now).order_by("closes_at").first()
+    )

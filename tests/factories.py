@@ -1,0 +1,40 @@
+from datetime import timedelta
+
+import factory
+from django.utils import timezone
+
+from ledger.models import Contest, Contestant, Payment
+
+
+class ContestFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Contest
+
+    name = factory.Sequence(lambda n: f"Contest {n}")
+    slug = factory.Sequence(lambda n: f"contest-{n}")
+    price_per_vote = 5000
+    currency = "NGN"
+    opens_at = factory.LazyFunction(lambda: timezone.now() - timedelta(days=1))
+    closes_at = factory.LazyFunction(lambda: timezone.now() + timedelta(days=1))
+
+
+class ContestantFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Contestant
+
+    contest = factory.SubFactory(ContestFactory)
+    name = factory.Sequence(lambda n: f"Act {n}")
+    slug = factory.Sequence(lambda n: f"act-{n}")
+    votes = 0
+
+
+class PaymentFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Payment
+
+    reference = factory.Sequence(lambda n: f"tly-test{n:08d}")
+    contestant = factory.SubFactory(ContestantFactory)
+    votes = 3
+    amount = factory.LazyAttribute(lambda p: p.votes * p.contestant.contest.price_per_vote)
+    currency = "NGN"
+    email = factory.Sequence(lambda n: f"fan{n}@example.com")

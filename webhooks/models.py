@@ -1,0 +1,104 @@
+"""The delivery log: every distinct Paystack event, stored untrusted before we answer 200."""
+
+from datetime import timedelta
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class DeliveryQuerySet(models.QuerySet):
+    def claim(self, delivery_id: int, *, lease_seconds: int) -> "Delivery | None":
+        """Take the delivery for processing with one conditional UPDATE (a lease on the row).
+
+        Whoever's UPDATE matches wins; a duplicate or re-enqueued task for a delivery that is
+        claimed (lease not expired) or finished gets None and must not call the gateway.
+        """
+        now = timezone.now()
+        claimable = Q(status__in=[Delivery.Status.RECEIVED, Delivery.Status.QUEUED]) | Q(
+            status=Delivery.Status.PROCESSING, stale_after__lt=now
+        )
+        won = self.filter(claimable, pk=delivery_id).update(
+            status=Delivery.Status.PROCESSING,
+            attempts=models.F("attempts") + 1,
+            stale_after=now + timedelta(seconds=lease_seconds),
+        )
+        return self.get(pk=delivery_id) if won else None
+
+    def finish(self, delivery_id: int, *, status: str, outcome: str = "", error: str = "") -> None:
+        self.filter(pk=delivery_id).update(
+            status=status, outcome=outcome, last_error=error, processed_at=timezone.now()
+        )
+
+    def requeue(self, delivery_id: int, *, error: str, not_before_seconds: float) -> None:
+        """Give the lease back while a retry waits; the sweeper leaves it alone until then."""
+        self.filter(pk=delivery_id).update(
+            status=Delivery.Status.QUEUED,
+            last_error=error,
+            stale_after=timezone.now() + timedelta(seconds=not_before_seconds),
+        )
+
+
+class Delivery(models.Model):
+    class Status(models.TextChoices):
+        RECEIVED = "received"  # stored, but the broker did not take the task (yet)
+        QUEUED = "queued"
+        PROCESSING = "processing"
+        PROCESSED = "processed"
+        IGNORED = "ignored"
+        FAILED = "failed"
+
+    UNFINISHED = (Status.RECEIVED, Status.QUEUED, Status.PROCESSING)
+
+    dedup_key = models.CharField(
+        max_length=64, unique=True, help_text="SHA-256 of the event's identity; repeats collide."
+    )
+    event = models.CharField(max_length=100, db_index=True)
+    reference = models.CharField(max_length=255, blank=True, db_index=True)
+    gateway_id = models.CharField(max_length=64, blank=True)
+    raw_body = models.TextField(help_text="The body exactly as received (UTF-8).")
+    payload = models.JSONField()
+    source_ip = models.GenericIPAddressField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status, default=Status.QUEUED)
+    attempts = models.IntegerField(default=0)
+    outcome = models.CharField(max_length=200, blank=True, help_text="What processing did.")
+    last_error = models.TextField(blank=True)
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    delivery_count = models.IntegerField(default=1)
+    last_delivered_at = models.DateTimeField(default=timezone.now)
+    stale_after = models.DateTimeField(
+        default=timezone.now,
+        help_text="Unfinished after this, the sweeper treats the delivery as lost and requeues it.",
+    )
+
+    objects = DeliveryQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        indexes = [
+            models.Index(
+                fields=["stale_after"],
+                condition=Q(status__in=["received", "queued", "processing"]),
+                name="delivery_unfinished_stale",
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(
+                    status__in=[
+                        "received",
+                        "queued",
+                        "processing",
+                        "processed",
+                        "ignored",
+                        "failed",
+                    ]
+                ),
+                name="delivery_status_valid",
+            ),
+            models.CheckConstraint(condition=Q(delivery_count__gte=1), name="delivery_count_pos"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} {self.reference}"

@@ -1,9 +1,11 @@
+import json
 from datetime import timedelta
 
 import factory
 from django.utils import timezone
 
 from ledger.models import Contest, Contestant, Payment
+from webhooks.models import Delivery
 
 
 class ContestFactory(factory.django.DjangoModelFactory):
@@ -38,3 +40,20 @@ class PaymentFactory(factory.django.DjangoModelFactory):
     amount = factory.LazyAttribute(lambda p: p.votes * p.contestant.contest.price_per_vote)
     currency = "NGN"
     email = factory.Sequence(lambda n: f"fan{n}@example.com")
+
+
+class DeliveryFactory(factory.django.DjangoModelFactory):
+    """A stored delivery as the endpoint writes it (status queued, not yet processed)."""
+
+    class Meta:
+        model = Delivery
+
+    event = "charge.success"
+    reference = factory.LazyAttribute(lambda d: d.payment.reference if d.payment else "")
+    dedup_key = factory.Sequence(lambda n: f"{n:064d}")
+    payload = factory.LazyAttribute(lambda d: {"event": d.event, "data": {"reference": d.reference}})
+    raw_body = factory.LazyAttribute(lambda d: json.dumps(d.payload))
+    status = Delivery.Status.QUEUED
+
+    class Params:
+        payment = None

@@ -1,6 +1,7 @@
 """Helpers shared by the tests."""
 
 import threading
+import time
 from collections.abc import Callable
 
 from django.db import connection
@@ -44,3 +45,33 @@ def success_for(payment, **changes) -> Verification:
     }
     values.update(changes)
     return Verification(**values)
+
+
+def verify_answer(payment, **changes) -> dict:
+    """The JSON body of Paystack's verify API for a payment, paid unless changed."""
+    data = {
+        "id": 4_099_260_516,
+        "domain": "test",
+        "status": "success",
+        "reference": payment.reference,
+        "amount": payment.amount,
+        "requested_amount": payment.amount,
+        "currency": payment.currency,
+        "paid_at": "2025-03-14T18:02:11.000Z",
+        "customer": {"email": payment.email},
+        "metadata": {"payment": payment.pk},
+    }
+    data.update(changes)
+    return {"status": True, "message": "Verification successful", "data": data}
+
+
+def wait_until(condition: Callable[[], object], *, timeout: float, interval: float = 0.1) -> object:
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {condition.__name__}")
+        time.sleep(interval)

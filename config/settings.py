@@ -116,8 +116,14 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CELERY_TASK_DEFAULT_QUEUE = "celery"
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
+# The sweeper runs every 30 s, or twice per STUCK_AFTER_SECONDS when that is shorter, so lost
+# work is picked up within STUCK_AFTER_SECONDS + 30 s (SPEC guarantee 5).
+SWEEP_INTERVAL_SECONDS = min(30.0, STUCK_AFTER_SECONDS / 2)
 CELERY_BEAT_SCHEDULE = {
-    "sweep-stuck-deliveries": {"task": "tally.sweep_stuck_deliveries", "schedule": 30.0},
+    "sweep-stuck-deliveries": {
+        "task": "tally.sweep_stuck_deliveries",
+        "schedule": SWEEP_INTERVAL_SECONDS,
+    },
     "reconcile-pending-payments": {"task": "tally.reconcile_pending_payments", "schedule": 300.0},
 }
 

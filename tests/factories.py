@@ -51,7 +51,9 @@ class DeliveryFactory(factory.django.DjangoModelFactory):
     event = "charge.success"
     reference = factory.LazyAttribute(lambda d: d.payment.reference if d.payment else "")
     dedup_key = factory.Sequence(lambda n: f"{n:064d}")
-    payload = factory.LazyAttribute(lambda d: {"event": d.event, "data": {"reference": d.reference}})
+    payload = factory.LazyAttribute(
+        lambda d: {"event": d.event, "data": {"reference": d.reference}}
+    )
     raw_body = factory.LazyAttribute(lambda d: json.dumps(d.payload))
     status = Delivery.Status.QUEUED
 

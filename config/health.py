@@ -1,0 +1,76 @@
+"""Liveness and readiness for load balancers and orchestrators."""
+
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from urllib.parse import urlsplit
+
+import redis
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.http import require_GET
+
+READY_TIMEOUT_SECONDS = 2.0
+_checks = ThreadPoolExecutor(max_workers=4, thread_name_prefix="readyz")
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+@require_GET
+def readyz(request: HttpRequest) -> JsonResponse:
+    """200 when PostgreSQL, the broker and Redis answer within 2 s; else 503 naming which not."""
+    checks = {"postgresql": _check_database, "broker": _check_broker}
+    if settings.REDIS_URL != settings.CELERY_BROKER_URL:
+        checks["redis"] = _check_redis
+    futures = {name: _checks.submit(check) for name, check in checks.items()}
+    results: dict[str, str] = {}
+    for name, future in futures.items():
+        try:
+            future.result(timeout=READY_TIMEOUT_SECONDS)
+            results[name] = "ok"
+        except FutureTimeout:
+            results[name] = f"no answer within {READY_TIMEOUT_SECONDS:g} s"
+        except Exception as exc:  # any failure means not ready; the answer says which
+            results[name] = f"{type(exc).__name__}: {exc}"[:200]
+    failing = sorted(name for name, result in results.items() if result != "ok")
+    status = 503 if failing else 200
+    return JsonResponse(
+        {"status": "ok" if not failing else "unavailable", "checks": results, "failing": failing},
+        status=status,
+    )
+
+
+def _check_database() -> None:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    finally:
+        connection.close()  # this runs on a pool thread; don't leave its connection behind
+
+
+def _check_redis() -> None:
+    _ping_redis(settings.REDIS_URL)
+
+
+def _check_broker() -> None:
+    if urlsplit(settings.CELERY_BROKER_URL).scheme.startswith("redis"):
+        _ping_redis(settings.CELERY_BROKER_URL)
+        return
+    from config.celery_app import app
+
+    # An AMQP connect is a real handshake with the broker, not just an open port.
+    with app.connection_for_read() as broker:
+        broker.ensure_connection(max_retries=1, timeout=READY_TIMEOUT_SECONDS)
+
+
+def _ping_redis(url: str) -> None:
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=READY_TIMEOUT_SECONDS, socket_timeout=READY_TIMEOUT_SECONDS
+    )
+    try:
+        client.ping()
+    finally:
+        client.close()

@@ -1,0 +1,80 @@
+import os
+from dataclasses import dataclass
+
+import pytest
+import requests
+from django.db import connection
+
+from ledger.paystack import gateway
+from tests.e2e.stack import Stack, free_port
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Sandbox:
+    """The control API of the running sandbox."""
+
+    url: str
+
+    def post(self, path: str, payload: dict | None = None) -> dict:
+        response = requests.post(f"{self.url}/_sandbox/{path}", json=payload or {}, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def paid(self, payments) -> None:
+        """Tell the gateway these payments were paid (no webhook yet)."""
+        self.post(
+            "transactions",
+            {
+                "transactions": [
+                    {
+                        "reference": p.reference,
+                        "amount": p.amount,
+                        "currency": p.currency,
+                        "email": p.email,
+                    }
+                    for p in payments
+                ]
+            },
+        )
+
+    def deliver(self, reference: str, *, times: int = 1, event: str = "charge.success") -> None:
+        self.post("deliver", {"reference": reference, "event": event, "times": times})
+
+    def stats(self) -> dict:
+        return requests.get(f"{self.url}/_sandbox/stats", timeout=10).json()
+
+
+@pytest.fixture
+def stack(tmp_path, transactional_db, broker):
+    """An environment for real processes that share the test database and Redis db 15."""
+    database = connection.settings_dict
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{database['USER'] or 'postgres'}@{database['HOST']}:"
+        f"{database['PORT']}/{database['NAME']}",
+        "STUCK_AFTER_SECONDS": "4",
+        "PAYSTACK_TIMEOUT": "2",
+        "PYTHONUNBUFFERED": "1",
+    }
+    processes = Stack(workdir=tmp_path, env=env)
+    yield processes
+    processes.stop_all()
+
+
+@pytest.fixture
+def sandbox(stack, settings) -> Sandbox:
+    """The sandbox as the gateway of every process, this test's included; webhooks go to web."""
+    web_port = free_port()
+    url = stack.sandbox(port=free_port(), webhook_url=f"http://127.0.0.1:{web_port}/webhooks/paystack/")
+    stack.env["PAYSTACK_BASE_URL"] = url
+    stack.env["WEB_PORT"] = str(web_port)
+    settings.PAYSTACK_BASE_URL = url
+    gateway.cache_clear()
+    return Sandbox(url)
+
+
+@pytest.fixture
+def web(stack, sandbox) -> str:
+    return stack.web(port=int(stack.env["WEB_PORT"]))

@@ -67,7 +67,9 @@ def stack(tmp_path, transactional_db, broker):
 def sandbox(stack, settings) -> Sandbox:
     """The sandbox as the gateway of every process, this test's included; webhooks go to web."""
     web_port = free_port()
-    url = stack.sandbox(port=free_port(), webhook_url=f"http://127.0.0.1:{web_port}/webhooks/paystack/")
+    url = stack.sandbox(
+        port=free_port(), webhook_url=f"http://127.0.0.1:{web_port}/webhooks/paystack/"
+    )
     stack.env["PAYSTACK_BASE_URL"] = url
     stack.env["WEB_PORT"] = str(web_port)
     settings.PAYSTACK_BASE_URL = url

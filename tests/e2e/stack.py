@@ -119,7 +119,7 @@ class Stack:
         schedule = self.workdir / f"{name}-schedule"
         process = self.start(
             name,
-            [str(BIN / "celery"), "-A", "config", "beat", "--loglevel", "INFO", "-s", str(schedule)],
+            [str(BIN / "celery"), "-A", "config", "beat", "-l", "INFO", "-s", str(schedule)],
             **env,
         )
         self.wait_for_log(process, "beat: Starting")

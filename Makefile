@@ -2,7 +2,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
-export DEBUG ?= 1
+# Each recipe line that needs the settings loads them from .env (make up creates it).
+WITH_ENV := set -a; . ./.env; set +a;
 
 .PHONY: install up test lint format bench lock services-check
 
@@ -16,13 +17,20 @@ install: $(VENV)/.installed
 lock:  ## re-resolve requirements.lock after editing pyproject.toml (needs uv)
 	uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 -q --no-header -o requirements.lock
 
-services-check: install
-	$(PY) -m config.preflight
+.env:
+	cp .env.example .env
 
-up: services-check
-	$(PY) manage.py migrate --noinput
-	$(PY) manage.py seed_demo
-	$(VENV)/bin/honcho -f Procfile start
+services-check: install .env
+	$(WITH_ENV) $(PY) -m config.preflight
+
+up: services-check  ## the whole stack: web, worker, beat, Flower and the sandbox; Ctrl-C stops it
+	rm -rf .run && mkdir -p .run/metrics
+	$(WITH_ENV) $(PY) manage.py migrate --noinput
+	$(WITH_ENV) $(PY) manage.py seed_demo
+	$(WITH_ENV) DJANGO_SUPERUSER_PASSWORD=admin $(PY) manage.py createsuperuser --noinput \
+		--username admin --email admin@example.com 2>/dev/null || true
+	@echo "tally: http://127.0.0.1:8000/  admin: /admin/ (admin/admin)  Flower: http://127.0.0.1:5555/"
+	$(VENV)/bin/honcho --env .env --procfile Procfile start
 
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
@@ -30,7 +38,7 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) manage.py makemigrations --check --dry-run
+	DEBUG=1 $(PY) manage.py makemigrations --check --dry-run
 
 format: install
 	$(VENV)/bin/ruff check --fix .

@@ -37,8 +37,31 @@ def main() -> int:
         sys.stderr.write(f"{name} is not answering at {needed[name]}; {HINTS[name]}\n")
     if missing:
         return 1
-    sys.stdout.write("preflight: " + ", ".join(needed) + " answering\n")
+    created = ensure_database(database)
+    sys.stdout.write(
+        "preflight: "
+        + ", ".join(needed)
+        + " answering"
+        + ("; database created" if created else "")
+        + "\n"
+    )
     return 0
+
+
+def ensure_database(url: str) -> bool:
+    """Create the database DATABASE_URL names if it does not exist yet (a fresh machine)."""
+    import psycopg
+    from psycopg import sql
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    maintenance = parts._replace(path="/postgres").geturl()
+    with psycopg.connect(maintenance, autocommit=True, connect_timeout=5) as connection:
+        exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+        if exists.fetchone():
+            return False
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return True
 
 
 if __name__ == "__main__":

@@ -81,6 +81,9 @@ PAYSTACK_BASE_URL = env_str("PAYSTACK_BASE_URL", "https://api.paystack.co").rstr
 PAYSTACK_TIMEOUT = env_int("PAYSTACK_TIMEOUT", 10, minimum=1)
 PAYSTACK_WEBHOOK_IPS = env_list("PAYSTACK_WEBHOOK_IPS")
 PROXY_HOPS = env_int("PROXY_HOPS", 0)
+if PROXY_HOPS:
+    # Our proxies terminate TLS; the callback URL we hand Paystack must still say https.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 WEBHOOK_MAX_BYTES = env_int("WEBHOOK_MAX_BYTES", 262144, minimum=1)
 STUCK_AFTER_SECONDS = env_int("STUCK_AFTER_SECONDS", 60, minimum=1)
 RECONCILE_AFTER_SECONDS = env_int("RECONCILE_AFTER_SECONDS", 900, minimum=0)

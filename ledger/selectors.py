@@ -32,3 +32,18 @@ def open_contest(*, now: datetime) -> Contest | None:
     return (
         Contest.objects.filter(opens_at__lte=now, closes_at__gt=now).order_by("closes_at").first()
     )
+
+
+def contestants_of(*, contest: Contest | None) -> QuerySet[Contestant]:
+    """A contest's contestants in a stable order (by id); none when there is no contest.
+
+    Taking `None` lets a view pass `open_contest(...)` straight through when voting is closed.
+    """
+    if contest is None:
+        return Contestant.objects.none()
+    return contest.contestants.order_by("id")
+
+
+def payment_with_contestant(*, reference: str) -> Payment | None:
+    """One payment and its contestant in one query, or None for a reference that is not ours."""
+    return Payment.objects.select_related("contestant").filter(reference=reference).first()

@@ -1,10 +1,6 @@
 """What is waiting in the broker, for the sweeper and the queue-depth metric."""
 
 from celery import current_app
-from kombu.exceptions import KombuError
-
-# What publishing raises when the broker does not take a message (down, refusing, timing out).
-PUBLISH_ERRORS: tuple[type[BaseException], ...] = (KombuError, OSError)
 
 
 def queue_names() -> list[str]:

@@ -7,8 +7,8 @@ from celery import shared_task
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 
+from config.celery_app import PUBLISH_ERRORS
 from ledger.paystack import GatewayRejected, GatewayUnavailable
-from tasks.broker import PUBLISH_ERRORS
 from tasks.payments import reverse_verified, settle_verified
 from webhooks.models import Delivery
 

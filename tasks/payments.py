@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from config.celery_app import VERIFY_PAYMENT_TASK
 from config.metrics import payments_settled, votes_credited, votes_reversed
 from ledger import services
 from ledger.models import Payment
@@ -61,7 +62,7 @@ def _count(outcome: services.Outcome, payment: Payment | None) -> str:
 
 
 @shared_task(
-    name="tally.verify_payment",
+    name=VERIFY_PAYMENT_TASK,
     acks_late=True,
     autoretry_for=(GatewayUnavailable,),
     retry_backoff=2,

@@ -1,7 +1,15 @@
+import threading
+from collections.abc import Callable, Iterator
+from unittest.mock import patch
+
 import pytest
 import redis
+import responses
+from django.http import HttpResponse
+from django.test import Client
 
 from ledger.paystack import gateway
+from tests.helpers import WEBHOOK_URL, paystack_signature
 
 
 @pytest.fixture(autouse=True)
@@ -21,3 +29,63 @@ def broker():
     client.flushdb()
     yield client
     client.flushdb()
+
+
+SignedPost = Callable[..., HttpResponse]
+
+
+@pytest.fixture
+def signed_post(client: Client, settings) -> SignedPost:
+    """POST raw bytes to the webhook, signed as Paystack would (with `key` if given).
+
+    `via` sends through another Client (one per thread); other keywords go to the request
+    as WSGI environ entries, e.g. REMOTE_ADDR or HTTP_X_FORWARDED_FOR.
+    """
+
+    def post(
+        body: bytes, key: str | None = None, *, via: Client | None = None, **extra: object
+    ) -> HttpResponse:
+        signature = paystack_signature(body, settings.PAYSTACK_SECRET_KEY if key is None else key)
+        return (via or client).generic(
+            "POST",
+            WEBHOOK_URL,
+            body,
+            content_type="application/json",
+            HTTP_X_PAYSTACK_SIGNATURE=signature,
+            **extra,
+        )
+
+    return post
+
+
+@pytest.fixture
+def enqueued() -> Iterator[list[int]]:
+    """Record the delivery ids sent to process_event instead of publishing them (thread-safe)."""
+    sent: list[int] = []
+    lock = threading.Lock()
+
+    def record(delivery_id: int) -> None:
+        with lock:
+            sent.append(delivery_id)
+
+    with patch("tasks.deliveries.process_event.delay", side_effect=record):
+        yield sent
+
+
+@pytest.fixture
+def tasks_run_eagerly() -> Iterator[None]:
+    """Enqueued process_event tasks run at once in the test's thread, as a worker would."""
+    from tasks.deliveries import process_event
+
+    def run(delivery_id: int) -> None:
+        process_event.apply(args=(delivery_id,))
+
+    with patch("tasks.deliveries.process_event.delay", side_effect=run):
+        yield
+
+
+@pytest.fixture
+def paystack() -> Iterator[responses.RequestsMock]:
+    """The gateway at PAYSTACK_BASE_URL, stubbed at the HTTP boundary; no call goes out."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock

@@ -1,9 +1,14 @@
 """Helpers shared by the tests."""
 
+import hashlib
+import hmac
+import json
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
+from django.conf import settings
 from django.db import connection
 
 from ledger.services import Verification
@@ -75,3 +80,41 @@ def wait_until(condition: Callable[[], object], *, timeout: float, interval: flo
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s: {condition.__name__}")
         time.sleep(interval)
+
+
+WEBHOOK_URL = "/webhooks/paystack/"
+
+
+def paystack_signature(body: bytes, key: str) -> str:
+    """What Paystack puts in x-paystack-signature: HMAC-SHA512 of the raw bytes, lowercase hex.
+
+    Computed here with hmac directly rather than with webhooks.signature, so the endpoint
+    is checked against the gateway's rule and not against itself.
+    """
+    return hmac.new(key.encode(), body, hashlib.sha512).hexdigest()
+
+
+def charge_success(reference: str, *, gateway_id: int = 4_099_260_516, **data: Any) -> dict:
+    """A charge.success event (PAYSTACK.md §3), trimmed; `data` adds or overrides fields."""
+    fields = {
+        "id": gateway_id,
+        "domain": "test",
+        "status": "success",
+        "reference": reference,
+        "amount": 50000,
+        "currency": "NGN",
+        "paid_at": "2025-03-14T18:02:11.000Z",
+        "customer": {"email": "voter@example.com"},
+        **data,
+    }
+    return {"event": "charge.success", "data": fields}
+
+
+def event_bytes(event: dict, **dumps_options: Any) -> bytes:
+    """An event as the UTF-8 bytes a sender would post (non-ASCII left as is)."""
+    return json.dumps(event, ensure_ascii=False, **dumps_options).encode()
+
+
+def verify_url(reference: str) -> str:
+    """Where the client asks about a reference: GET /transaction/verify/<reference>."""
+    return f"{settings.PAYSTACK_BASE_URL}/transaction/verify/{reference}"

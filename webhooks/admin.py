@@ -1,11 +1,21 @@
 import json
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince
 
+from ledger.models import Payment
 from webhooks.models import Delivery
+from webhooks.services import ReplayResult, replay_deliveries
+
+REPLAY_PERMISSION = "webhooks.change_delivery"
 
 
 @admin.register(Delivery)
@@ -29,6 +39,7 @@ class DeliveryAdmin(admin.ModelAdmin):
     readonly_fields = [
         "event",
         "reference",
+        "payment_link",
         "gateway_id",
         "status",
         "outcome",
@@ -42,21 +53,139 @@ class DeliveryAdmin(admin.ModelAdmin):
         "stale_after",
         "pretty_body",
     ]
+    actions = ["replay_selected"]
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Delivery | None = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Delivery | None = None) -> bool:
+        # The log is evidence: no field is ever edited here. Replay is its own permission.
         return False
+
+    def has_replay_permission(self, request: HttpRequest, obj: Delivery | None = None) -> bool:
+        """Replay changes a delivery's status, so it needs the model's change permission."""
+        return request.user.has_perm(REPLAY_PERMISSION)
+
+    def get_urls(self) -> list[URLPattern]:
+        replay = path(
+            "<path:object_id>/replay/",
+            self.admin_site.admin_view(self.replay_view),
+            name=f"{self.opts.app_label}_{self.opts.model_name}_replay",
+        )
+        # Before the defaults: their "<path:object_id>/" catch-all would swallow it.
+        return [replay, *super().get_urls()]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, object] | None = None,
+    ) -> HttpResponse:
+        context = {**(extra_context or {}), "can_replay": self.has_replay_permission(request)}
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
+    @admin.action(description="Replay selected %(verbose_name_plural)s", permissions=["replay"])
+    def replay_selected(
+        self, request: HttpRequest, queryset: QuerySet[Delivery]
+    ) -> TemplateResponse | None:
+        """Ask first; on the confirmed POST replay, then fall back to the list (None)."""
+        if request.POST.get("post") != "yes":
+            return self._confirm_replay(request, queryset, from_list=True)
+        ids = list(queryset.values_list("pk", flat=True))
+        self._report(request, replay_deliveries(delivery_ids=ids))
+        return None
+
+    def replay_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The "Replay" button: a confirmation page on GET, the replay on a confirmed POST."""
+        delivery = self.get_object(request, unquote(object_id))
+        if delivery is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_replay_permission(request, delivery):
+            raise PermissionDenied
+        if request.method != "POST" or request.POST.get("post") != "yes":
+            queryset = Delivery.objects.filter(pk=delivery.pk)
+            return self._confirm_replay(request, queryset, from_list=False)
+        self._report(request, replay_deliveries(delivery_ids=[delivery.pk]))
+        change_url = reverse(
+            f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[delivery.pk]
+        )
+        return HttpResponseRedirect(change_url)
+
+    def _confirm_replay(
+        self, request: HttpRequest, queryset: QuerySet[Delivery], *, from_list: bool
+    ) -> TemplateResponse:
+        now = timezone.now()
+        deliveries = list(queryset.order_by("pk"))
+        for delivery in deliveries:
+            delivery.in_progress = (
+                delivery.status == Delivery.Status.PROCESSING and delivery.stale_after >= now
+            )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Replay deliveries?",
+            "opts": self.opts,
+            "deliveries": deliveries,
+            "from_list": from_list,
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(
+            request, "admin/webhooks/delivery/replay_confirmation.html", context
+        )
+
+    def _report(self, request: HttpRequest, result: ReplayResult) -> None:
+        level = messages.WARNING if result.skipped or result.refused_by_broker else messages.SUCCESS
+        self.message_user(request, replay_message(result), level)
 
     @admin.display(description="age")
     def age(self, delivery: Delivery) -> str:
         return timesince(delivery.received_at, timezone.now())
 
+    @admin.display(description="payment")
+    def payment_link(self, delivery: Delivery) -> str:
+        """The payment this event concerns, when the reference is one of ours."""
+        payment = (
+            Payment.objects.filter(reference=delivery.reference).only("pk", "status").first()
+            if delivery.reference
+            else None
+        )
+        if payment is None:
+            return "-"
+        url = reverse("admin:ledger_payment_change", args=[payment.pk])
+        return format_html("<a href='{}'>{} ({})</a>", url, payment.reference, payment.status)
+
     @admin.display(description="body (as received, pretty-printed)")
     def pretty_body(self, delivery: Delivery) -> str:
         try:
-            text = json.dumps(json.loads(delivery.raw_body), indent=2, sort_keys=True)
+            parsed = json.loads(delivery.raw_body)
+            text = json.dumps(parsed, indent=2, sort_keys=True, ensure_ascii=False)
         except ValueError:
             text = delivery.raw_body
         return format_html("<pre style='white-space: pre-wrap'>{}</pre>", text)
+
+
+def replay_message(result: ReplayResult) -> str:
+    """One sentence for the admin: what was replayed, what was harmless, what was left alone."""
+    message = f"Replayed {_deliveries(result.replayed)}"
+    if result.already_processed:
+        count = result.already_processed
+        message += f" ({count} already processed: replaying {_it(count)} changes nothing)"
+    message += "."
+    if result.skipped:
+        message += f" Skipped {result.skipped} in progress."
+    if result.missing:
+        message += f" {_deliveries(result.missing)} no longer found."
+    if result.refused_by_broker:
+        message += (
+            f" The broker refused {result.refused_by_broker}: they wait as received and the"
+            " sweeper enqueues them once it is back."
+        )
+    return message
+
+
+def _it(count: int) -> str:
+    return "it" if count == 1 else "them"
+
+
+def _deliveries(count: int) -> str:
+    return f"{count} delivery" if count == 1 else f"{count} deliveries"

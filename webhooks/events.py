@@ -28,8 +28,8 @@ _BODY_IDENTIFIED = frozenset({"refund.pending", "refund.processing"})
 def parse_event(body: bytes) -> ParsedEvent:
     try:
         text = body.decode("utf-8")
-        document = json.loads(text)
-    except (UnicodeDecodeError, ValueError):
+        document = json.loads(text, parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise NotAnEvent("body is not UTF-8 JSON") from None
     if not isinstance(document, dict):
         raise NotAnEvent("body must be a JSON object")
@@ -38,8 +38,7 @@ def parse_event(body: bytes) -> ParsedEvent:
         raise NotAnEvent("'event' must be a non-empty string")
     if not isinstance(data, dict):
         raise NotAnEvent("'data' must be an object")
-    if "\\u0000" in text:
-        raise NotAnEvent("body contains a NUL character")  # PostgreSQL cannot store it
+    _check_storable(document)
     reference = _reference_of(event, data)
     gateway_id = _text(data.get("id")) or _text(data.get("refund_reference"))
     discriminator = ""
@@ -54,6 +53,35 @@ def parse_event(body: bytes) -> ParsedEvent:
         gateway_id=gateway_id[:64],
         dedup_key=hashlib.sha256(identity.encode()).hexdigest(),
     )
+
+
+def _refuse_constant(name: str) -> None:
+    """NaN and Infinity are not JSON; Python accepts them, PostgreSQL's jsonb does not."""
+    raise ValueError(f"{name} is not JSON")
+
+
+def _check_storable(document: dict[str, Any]) -> None:
+    """Refuse strings PostgreSQL cannot store (a 400 now, not a 503 on every retry).
+
+    jsonb rejects a NUL character and a lone UTF-16 surrogate (an unpaired \\ud800 escape)
+    that Python's json module accepts; left to the INSERT, either would fail as a database
+    error and Paystack would retry the delivery for three days.
+    """
+    pending: list[object] = [document]
+    while pending:  # iterative: nesting depth is the sender's choice
+        value = pending.pop()
+        if isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+        elif isinstance(value, str):
+            if "\x00" in value:
+                raise NotAnEvent("body contains a NUL character")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise NotAnEvent("body contains an unpaired UTF-16 surrogate escape") from None
 
 
 def _reference_of(event: str, data: dict[str, Any]) -> str:

@@ -1,9 +1,11 @@
 """Writes to the delivery log."""
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.utils import timezone
 
 from tasks.deliveries import enqueue_deliveries
 from webhooks.events import ParsedEvent
@@ -52,3 +54,69 @@ def record_delivery(*, parsed: ParsedEvent, source_ip: str | None) -> Recorded:
     if inserted:
         transaction.on_commit(lambda: enqueue_deliveries([delivery_id]))
     return Recorded(delivery_id=delivery_id, is_new=inserted)
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """What one replay did. `sent` is None while the enqueue waits for the caller's commit."""
+
+    replayed_ids: tuple[int, ...]
+    already_processed: int  # of the replayed: harmless, the worker finds them settled
+    skipped_ids: tuple[int, ...]  # processing under a live lease: a worker has them now
+    missing: int  # ids that match no delivery
+    sent: int | None = None  # replayed deliveries the broker took; the rest wait as `received`
+
+    @property
+    def replayed(self) -> int:
+        return len(self.replayed_ids)
+
+    @property
+    def skipped(self) -> int:
+        return len(self.skipped_ids)
+
+    @property
+    def refused_by_broker(self) -> int:
+        return 0 if self.sent is None else self.replayed - self.sent
+
+
+def replay_deliveries(*, delivery_ids: list[int]) -> ReplayResult:
+    """Set deliveries back to `queued` and enqueue them again after commit.
+
+    The one replay path for the admin and `replay_events`. A delivery being processed under
+    a live lease is skipped: replaying it would put a second worker on it. Any other status
+    is fair game, because processing is idempotent: a replayed charge.success whose payment
+    is settled costs one SELECT and changes nothing. `attempts` and `last_error` are kept as
+    history; `stale_after` moves out so the sweeper leaves the fresh message alone.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        # The row locks order us against a worker's claim: if it claimed first we see
+        # `processing` under a live lease and skip; if we lock first, its UPDATE waits and
+        # then claims a `queued` row, which is what a replay asks for.
+        rows = list(
+            Delivery.objects.select_for_update()
+            .filter(pk__in=delivery_ids)
+            .order_by("pk")
+            .values_list("pk", "status", "stale_after")
+        )
+        skipped = {
+            pk
+            for pk, status, lease_ends in rows
+            if status == Delivery.Status.PROCESSING and lease_ends >= now
+        }
+        replayed = [pk for pk, _, _ in rows if pk not in skipped]
+        Delivery.objects.filter(pk__in=replayed).update(
+            status=Delivery.Status.QUEUED,
+            stale_after=now + timedelta(seconds=settings.STUCK_AFTER_SECONDS),
+            processed_at=None,
+        )
+        sent: list[int] = []
+        transaction.on_commit(lambda: sent.append(enqueue_deliveries(replayed)))
+    status_of = {pk: status for pk, status, _ in rows}
+    return ReplayResult(
+        replayed_ids=tuple(replayed),
+        already_processed=sum(status_of[pk] == Delivery.Status.PROCESSED for pk in replayed),
+        skipped_ids=tuple(sorted(skipped)),
+        missing=len(set(delivery_ids) - status_of.keys()),
+        sent=sent[0] if sent else None,
+    )

@@ -7,7 +7,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from config.metrics import webhook_deliveries
-from webhooks.addresses import client_address, is_allowed
+from webhooks.addresses import client_address, is_allowed, parse_address
 from webhooks.events import NotAnEvent, parse_event
 from webhooks.services import record_delivery
 from webhooks.signature import is_signed_by_any
@@ -23,7 +23,8 @@ def paystack_webhook(request: HttpRequest) -> JsonResponse:
     if body is None:
         return _reject("rejected_413", 413, "body too large")
     address = client_address(request, proxy_hops=settings.PROXY_HOPS)
-    if not is_allowed(address, tuple(settings.PAYSTACK_WEBHOOK_IPS)):
+    source_ip = parse_address(address)
+    if not is_allowed(source_ip, tuple(settings.PAYSTACK_WEBHOOK_IPS)):
         logger.warning("webhook from an address not allowed", extra={"source_ip": address})
         return _reject("rejected_403", 403, "address not allowed")
     keys = (settings.PAYSTACK_SECRET_KEY, settings.PAYSTACK_SECRET_KEY_PREVIOUS)
@@ -34,7 +35,9 @@ def paystack_webhook(request: HttpRequest) -> JsonResponse:
     except NotAnEvent as exc:
         return _reject("rejected_400", 400, str(exc))
     try:
-        recorded = record_delivery(parsed=parsed, source_ip=address)
+        recorded = record_delivery(
+            parsed=parsed, source_ip=str(source_ip) if source_ip is not None else None
+        )
     except DatabaseError:
         logger.exception("database unavailable; Paystack will retry", extra={"event": parsed.event})
         return _reject("rejected_503", 503, "database unavailable", event=parsed.event)

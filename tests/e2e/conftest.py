@@ -1,9 +1,11 @@
+import contextlib
 import os
 from dataclasses import dataclass
 
 import pytest
 import requests
 from django.db import connection
+from kombu import Connection
 
 from ledger.paystack import gateway
 from tests.e2e.stack import Stack, free_port
@@ -80,3 +82,18 @@ def sandbox(stack, settings) -> Sandbox:
 @pytest.fixture
 def web(stack, sandbox) -> str:
     return stack.web(port=int(stack.env["WEB_PORT"]))
+
+
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def any_broker(request, stack, settings) -> str:
+    """Run the test once on Redis (db 15) and once on RabbitMQ, for every process."""
+    if request.param == "rabbitmq":
+        with Connection(RABBITMQ_URL, connect_timeout=5) as rabbit:  # noqa: SIM117
+            # A queue never declared has nothing to purge.
+            with contextlib.suppress(*rabbit.channel_errors):
+                rabbit.default_channel.queue_purge("celery")
+        stack.env["CELERY_BROKER_URL"] = RABBITMQ_URL
+    return request.param

@@ -52,7 +52,7 @@ def all_credited(payments: list[Payment]):
 
 
 def test_duplicated_shuffled_deliveries_with_callbacks_and_reconcile_credit_once(
-    stack, sandbox, web
+    any_broker, stack, sandbox, web
 ):
     stack.worker(concurrency=2)
     contestants = [ContestantFactory() for _ in range(3)]
@@ -79,7 +79,7 @@ def test_duplicated_shuffled_deliveries_with_callbacks_and_reconcile_credit_once
     assert max(verifies[r] for r in order) <= 3  # delivery, callback, reconcile at most
 
 
-def test_work_of_a_sigkilled_worker_is_finished_by_another(stack, sandbox, web):
+def test_work_of_a_sigkilled_worker_is_finished_by_another(any_broker, stack, sandbox, web):
     first = stack.worker("doomed", concurrency=2)
     payments = make_payments(20, [ContestantFactory()])
     sandbox.paid(payments)

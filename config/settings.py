@@ -142,8 +142,14 @@ LOGGING = {
         "json": {"()": "config.logging.JsonFormatter"},
         "console": {"()": "config.logging.ConsoleFormatter"},
     },
+    # On the handler, not a logger: a logger's filters miss records propagated from below.
+    "filters": {"redact_secrets": {"()": "config.logging.RedactSecrets"}},
     "handlers": {
-        "stderr": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["redact_secrets"],
+        },
     },
     "root": {"handlers": ["stderr"], "level": LOG_LEVEL},
     "loggers": {

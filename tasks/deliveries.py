@@ -34,7 +34,12 @@ def enqueue_deliveries(delivery_ids: list[int]) -> int:
             )
             logger.error(
                 "broker unavailable; delivery stored and left for the sweeper",
-                extra={"event_id": delivery_id, "unsent": len(unsent), "error": repr(exc)},
+                extra={
+                    "event_id": delivery_id,
+                    "outcome": "left_for_sweeper",
+                    "unsent": len(unsent),
+                    "error": repr(exc),
+                },
             )
             return position
     return len(delivery_ids)
@@ -53,7 +58,10 @@ def process_event(self, event_id: int) -> str:
     delivery = Delivery.objects.claim(event_id, lease_seconds=settings.STUCK_AFTER_SECONDS)
     if delivery is None:
         # Another task holds the lease, or the delivery is finished: never call the gateway.
-        logger.info("delivery already claimed or finished", extra={"event_id": event_id})
+        logger.info(
+            "delivery already claimed or finished",
+            extra={"event_id": event_id, "outcome": "skipped"},
+        )
         return "skipped"
     context = {"event_id": event_id, "event": delivery.event, "reference": delivery.reference}
     action = ACTIONS.get(delivery.event)
@@ -69,7 +77,13 @@ def process_event(self, event_id: int) -> str:
             event_id, error=str(exc), not_before_seconds=countdown + settings.STUCK_AFTER_SECONDS
         )
         logger.warning(
-            "gateway unavailable; retrying", extra={**context, "countdown": round(countdown, 1)}
+            "gateway unavailable; retrying",
+            extra={
+                **context,
+                "outcome": "retrying",
+                "error": str(exc),
+                "countdown": round(countdown, 1),
+            },
         )
         raise self.retry(countdown=countdown, exc=exc) from exc
     except GatewayRejected as exc:

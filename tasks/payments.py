@@ -120,9 +120,15 @@ def reconcile_payments(
     return report
 
 
+def recently_verified_since(now: datetime) -> datetime:
+    """A pending payment verified after this is skipped by reconciliation: another run (a
+    second beat, or the command beside beat) asked the gateway about it moments ago."""
+    return now - timedelta(seconds=min(settings.RECONCILE_AFTER_SECONDS, 60))
+
+
 def _claim_for_reconcile(reference: str) -> bool:
     now = timezone.now()
-    recently = now - timedelta(seconds=min(settings.RECONCILE_AFTER_SECONDS, 60))
+    recently = recently_verified_since(now)
     return bool(
         Payment.objects.filter(
             Q(verified_at__isnull=True) | Q(verified_at__lt=recently),
@@ -139,10 +145,14 @@ def _reconcile_one(reference: str) -> str:
         payment = Payment.objects.get(reference=reference)
         if services.is_expired(payment):
             reason = "never paid: the gateway has no such transaction"
-            return services.expire_payment(reference=reference, reason=reason).outcome.value
+            settlement = services.expire_payment(reference=reference, reason=reason)
+            return _count(settlement.outcome, settlement.payment)
         return "not_found"
     except GatewayUnavailable as exc:
-        logger.warning("gateway unavailable", extra={"reference": reference, "error": str(exc)})
+        logger.warning(
+            "gateway unavailable",
+            extra={"reference": reference, "outcome": "gateway_unavailable", "error": str(exc)},
+        )
         return "gateway_unavailable"
 
 

@@ -1,0 +1,112 @@
+"""GET /metrics: the counters of every process, plus gauges of the state now (SPEC, Metrics)."""
+
+import logging
+from collections.abc import Iterator
+from datetime import timedelta
+
+from django.db import DatabaseError
+from django.db.models import Count, Min
+from django.db.models.functions import Now
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from config.metrics import multiprocess_dir
+from tasks.broker import queue_depth, queue_names
+from webhooks.models import Delivery
+
+logger = logging.getLogger(__name__)
+
+
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus text format, built fresh for each scrape."""
+    body = generate_latest(scrape_registry())
+    response = HttpResponse(body, content_type=CONTENT_TYPE_PLAIN_0_0_4)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def scrape_registry() -> CollectorRegistry:
+    """What one scrape exports.
+
+    In multiprocess mode the counters come from the files every gunicorn and Celery process
+    writes (this process's own included); the default registry would hold only this one
+    worker's share. Either way the live gauges are added from the database and the broker.
+    """
+    registry = CollectorRegistry()
+    if multiprocess_dir():
+        MultiProcessCollector(registry)
+    else:
+        registry.register(REGISTRY)
+    registry.register(LiveStateCollector())
+    return registry
+
+
+class LiveStateCollector:
+    """Gauges that describe the state now, computed at scrape time.
+
+    Not kept per process: a gauge set by one gunicorn worker is stale as soon as another
+    worker or a Celery task moves a delivery, and summing per-process copies would be wrong.
+    PostgreSQL and the broker know the truth, so ask them. A failing source skips its
+    samples (with a warning) instead of failing the scrape: the counters matter most
+    exactly when something is down.
+    """
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield from self._deliveries()
+        yield self._queue_depths()
+
+    def _deliveries(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            by_status = _deliveries_by_status()
+        except DatabaseError as exc:
+            logger.warning(
+                "delivery gauges unavailable; samples skipped",
+                extra={"error": f"{type(exc).__name__}: {exc}"[:200]},
+            )
+            return
+        counts = GaugeMetricFamily(
+            "tally_deliveries", "Deliveries in the log by status now.", labels=["status"]
+        )
+        for status in Delivery.Status.values:
+            counts.add_metric([status], by_status.get(status, (0, None))[0])
+        yield counts
+        waiting = [age for status, (_, age) in by_status.items() if status in Delivery.UNFINISHED]
+        oldest = max(waiting, default=timedelta(0))
+        yield GaugeMetricFamily(
+            "tally_oldest_unprocessed_delivery_age_seconds",
+            "Age of the oldest delivery still received, queued or processing; 0 when none.",
+            value=max(oldest.total_seconds(), 0.0),
+        )
+
+    def _queue_depths(self) -> GaugeMetricFamily:
+        depths = GaugeMetricFamily(
+            "tally_queue_depth", "Messages waiting in each broker queue.", labels=["queue"]
+        )
+        for queue in queue_names():
+            try:
+                depths.add_metric([queue], queue_depth(queue))
+            except Exception as exc:  # any broker failure: skip the sample, never the scrape
+                logger.warning(
+                    "broker unreachable; queue depth skipped",
+                    extra={"queue": queue, "error": f"{type(exc).__name__}: {exc}"[:200]},
+                )
+                break  # the other queues live on the same broker: don't wait for each
+        return depths
+
+
+def _deliveries_by_status() -> dict[str, tuple[int, timedelta]]:
+    """{status: (count, age of its oldest delivery)} in one GROUP BY.
+
+    The age is computed by PostgreSQL against its own clock, the one that stamped
+    received_at, so a web host's clock skew cannot make it negative or inflate it.
+    """
+    rows = (
+        Delivery.objects.order_by()
+        .values("status")
+        .annotate(count=Count("pk"), age=Now() - Min("received_at"))
+    )
+    return {row["status"]: (row["count"], row["age"]) for row in rows}

@@ -1,0 +1,109 @@
+"""`reconcile [--since 2d] [--dry-run]`: ask the gateway about payments still pending.
+
+An interface like the beat task: both call tasks.payments.reconcile_payments, which claims
+each payment before verifying it, so running this beside beat never asks twice.
+"""
+
+from datetime import UTC, datetime
+from functools import partial
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
+
+from config.durations import parse_duration
+from ledger.models import Payment
+from ledger.selectors import pending_payments
+from tasks.payments import ReconcileReport, recently_verified_since, reconcile_payments
+
+PROGRESS_EVERY = 100
+
+
+class Command(BaseCommand):
+    help = (
+        "Verify payments still pending (created within --since; default all) with the gateway "
+        "and settle them."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--since",
+            metavar="DURATION",
+            help="only payments created within this window, e.g. 30m, 2h, 2d (default: all)",
+        )
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="list the payments that would be verified; call nothing, change nothing",
+        )
+
+    def handle(self, *args: object, since: str | None, dry_run: bool, **options: object) -> None:
+        now = timezone.now()
+        created_after = _window_start(since, now)
+        window = "" if created_after is None else f" created since {_when(created_after)}"
+        if dry_run:
+            self._dry_run(now=now, created_after=created_after, window=window)
+            return
+        pending = pending_payments(created_before=now, created_after=created_after).count()
+        self.stdout.write(f"reconcile: {pending} pending payment(s){window}; verifying")
+        report = reconcile_payments(
+            created_before=now,
+            created_after=created_after,
+            on_progress=partial(self._progress, total=pending),
+        )
+        summary = f"reconcile: {report.checked} checked{_outcomes(report)}"
+        skipped = pending - report.checked
+        if skipped > 0:
+            # Claimed by another run (verified in the last minute), or settled meanwhile.
+            summary += f"; {skipped} skipped: verified moments ago or settled meanwhile"
+        self.stdout.write(summary)
+
+    def _dry_run(self, *, now: datetime, created_after: datetime | None, window: str) -> None:
+        """List what a real run would verify, with the same window and the same skip rule."""
+        recently = recently_verified_since(now)
+        would_check = skipped = 0
+        payments = pending_payments(created_before=now, created_after=created_after).only(
+            "reference", "created_at", "amount", "currency", "verified_at"
+        )
+        for payment in payments.iterator():
+            line = _listing(payment)
+            if payment.verified_at is not None and payment.verified_at >= recently:
+                skipped += 1
+                line += f"  (skip: verified at {_when(payment.verified_at)})"
+            else:
+                would_check += 1
+            self.stdout.write(line)
+        summary = f"reconcile --dry-run: would check {would_check} pending payment(s){window}"
+        if skipped:
+            summary += f"; {skipped} verified in the last minute would be skipped"
+        self.stdout.write(summary + "; nothing was verified or changed")
+
+    def _progress(self, report: ReconcileReport, *, total: int) -> None:
+        if report.checked % PROGRESS_EVERY == 0:
+            self.stdout.write(f"reconcile: {report.checked}/{total} checked{_outcomes(report)}")
+
+
+def _window_start(since: str | None, now: datetime) -> datetime | None:
+    if since is None:
+        return None
+    try:
+        return now - parse_duration(since)
+    except ValueError as exc:
+        raise CommandError(f"--since: {exc}", returncode=2) from None
+    except OverflowError:  # a valid duration that reaches back past year 1
+        raise CommandError(
+            f"--since: {since!r} reaches back before the calendar starts", returncode=2
+        ) from None
+
+
+def _outcomes(report: ReconcileReport) -> str:
+    """`: credited 30, still_pending 4, ...`, commonest first; empty when nothing was checked."""
+    ranked = sorted(report.outcomes.items(), key=lambda item: (-item[1], item[0]))
+    return (": " + ", ".join(f"{outcome} {count}" for outcome, count in ranked)) if ranked else ""
+
+
+def _listing(payment: Payment) -> str:
+    return f"{payment.reference}  {_when(payment.created_at)}  {payment.amount} {payment.currency}"
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds")

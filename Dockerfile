@@ -7,7 +7,7 @@ COPY requirements.lock .
 RUN pip install --no-cache-dir --require-hashes -r requirements.lock
 
 COPY . .
-RUN useradd --system --uid 1000 tally && mkdir -p /tmp/metrics && chown tally /tmp/metrics
+RUN useradd --system --uid 1000 tally && mkdir -p /metrics && chown tally /metrics
 USER tally
 
 EXPOSE 8000

@@ -1,5 +1,6 @@
 """Liveness and readiness for load balancers and orchestrators."""
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from urllib.parse import urlsplit
@@ -11,7 +12,6 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
 READY_TIMEOUT_SECONDS = 2.0
-_checks = ThreadPoolExecutor(max_workers=4, thread_name_prefix="readyz")
 
 
 @require_GET
@@ -25,11 +25,16 @@ def readyz(request: HttpRequest) -> JsonResponse:
     checks = {"postgresql": _check_database, "broker": _check_broker}
     if settings.REDIS_URL != settings.CELERY_BROKER_URL:
         checks["redis"] = _check_redis
-    futures = {name: _checks.submit(check) for name, check in checks.items()}
+    # Threads of this request only: a check hung on a dead host must not occupy a shared pool
+    # and make the next probe blame a healthy service. All checks share one deadline.
+    pool = ThreadPoolExecutor(max_workers=len(checks), thread_name_prefix="readyz")
+    futures = {name: pool.submit(check) for name, check in checks.items()}
+    pool.shutdown(wait=False)
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     results: dict[str, str] = {}
     for name, future in futures.items():
         try:
-            future.result(timeout=READY_TIMEOUT_SECONDS)
+            future.result(timeout=max(deadline - time.monotonic(), 0))
             results[name] = "ok"
         except FutureTimeout:
             results[name] = f"no answer within {READY_TIMEOUT_SECONDS:g} s"

@@ -20,11 +20,14 @@ def contestants_out_of_balance() -> QuerySet[Contestant]:
 def pending_payments(
     *, created_before: datetime, created_after: datetime | None = None
 ) -> QuerySet[Payment]:
-    """Pending payments created in the window, oldest first."""
+    """Pending payments created in the window, the least recently verified first, so payments
+    that stay pending for hours (abandoned checkouts) never starve newer ones of a check."""
     window = Q(created_at__lt=created_before)
     if created_after is not None:
         window &= Q(created_at__gte=created_after)
-    return Payment.objects.filter(window, status=Payment.Status.PENDING).order_by("created_at")
+    return Payment.objects.filter(window, status=Payment.Status.PENDING).order_by(
+        F("verified_at").asc(nulls_first=True), "created_at"
+    )
 
 
 def open_contest(*, now: datetime) -> Contest | None:

@@ -14,7 +14,7 @@ from config.celery_app import VERIFY_PAYMENT_TASK
 from config.metrics import payments_settled, votes_credited, votes_reversed
 from ledger import services
 from ledger.models import Payment
-from ledger.paystack import GatewayUnavailable, ReferenceNotFound, gateway
+from ledger.paystack import GatewayRejected, GatewayUnavailable, ReferenceNotFound, gateway
 from ledger.selectors import pending_payments
 
 logger = logging.getLogger(__name__)
@@ -148,6 +148,14 @@ def _reconcile_one(reference: str) -> str:
             settlement = services.expire_payment(reference=reference, reason=reason)
             return _count(settlement.outcome, settlement.payment)
         return "not_found"
+    except GatewayRejected as exc:
+        # A refusal for one payment (e.g. a 401 while a key is being rotated) must not stop the
+        # rest of the run; the payment stays pending and is tried again next round.
+        logger.error(
+            "gateway refused the verify call",
+            extra={"reference": reference, "outcome": "rejected", "error": str(exc)},
+        )
+        return "rejected"
     except GatewayUnavailable as exc:
         logger.warning(
             "gateway unavailable",

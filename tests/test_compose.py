@@ -59,3 +59,13 @@ def test_every_documented_setting_is_read_by_the_code():
 
     for name in documented_settings() - {"FLOWER_BASIC_AUTH", "FLOWER_PORT"}:
         assert name in sources, f"{name} is documented in .env.example but read nowhere"
+
+
+def test_web_and_worker_share_one_metrics_directory_and_flower_stays_out():
+    services = compose()["services"]
+
+    for name in ("web", "worker"):
+        assert services[name]["environment"]["PROMETHEUS_MULTIPROC_DIR"] == "/metrics"
+        assert "metrics:/metrics" in services[name]["volumes"]
+    assert "rm -rf /metrics/*" in " ".join(services["migrate"]["command"])
+    assert "PROMETHEUS_MULTIPROC_DIR" not in services["flower"]["environment"]

@@ -22,6 +22,7 @@ from config.logging import JsonFormatter, RedactSecrets
 from config.metrics import webhook_deliveries
 from ledger.models import Contestant, Payment
 from tasks.deliveries import process_event
+from tasks.payments import reconcile_payments
 from tests.factories import DeliveryFactory, PaymentFactory
 from tests.helpers import charge_success, event_bytes, verify_answer, verify_url
 from webhooks.models import Delivery
@@ -457,3 +458,38 @@ def test_the_redaction_filter_guards_the_handler_every_line_goes_through():
     ]
 
     assert guarded, "settings.LOGGING must put RedactSecrets on the root handler"
+
+
+@pytest.mark.django_db
+def test_reconcile_goes_on_past_a_payment_the_gateway_refuses(paystack, capsys):
+    refused, paid = PaymentFactory(), PaymentFactory(votes=2)
+    paystack.add(
+        responses.GET,
+        verify_url(refused.reference),
+        status=401,
+        json={"status": False, "message": "Invalid key"},
+    )
+    says(paystack, paid)
+
+    call_command("reconcile")
+
+    assert "credited 1, rejected 1" in capsys.readouterr().out
+    assert Payment.objects.get(pk=refused.pk).status == "pending"
+    assert Payment.objects.get(pk=paid.pk).status == "credited"
+
+
+@pytest.mark.django_db
+def test_reconcile_checks_the_least_recently_verified_first(paystack):
+    checked_long_ago, never_checked = PaymentFactory(), PaymentFactory()
+    Payment.objects.filter(pk=checked_long_ago.pk).update(
+        verified_at=timezone.now() - timedelta(hours=1),
+        created_at=timezone.now() - timedelta(days=1),
+    )
+    says(paystack, checked_long_ago)
+    says(paystack, never_checked)
+
+    report = reconcile_payments(created_before=timezone.now(), limit=1)
+
+    assert report.checked == 1
+    assert Payment.objects.get(pk=never_checked.pk).status == "credited"
+    assert Payment.objects.get(pk=checked_long_ago.pk).status == "pending"

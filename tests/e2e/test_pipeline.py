@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 import requests
 from django.core.management import call_command
+from django.db import connection
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -63,9 +64,13 @@ def test_duplicated_shuffled_deliveries_with_callbacks_and_reconcile_credit_once
     order = [p.reference for p in payments]
     random.shuffle(order)
 
-    reconcile = threading.Thread(
-        target=reconcile_payments, kwargs={"created_before": timezone.now()}
-    )
+    def reconcile_all() -> None:
+        try:
+            reconcile_payments(created_before=timezone.now())
+        finally:
+            connection.close()  # the thread's own connection would block the test DB's teardown
+
+    reconcile = threading.Thread(target=reconcile_all)
     reconcile.start()
     for reference in order:
         sandbox.deliver(reference, times=5)  # five concurrent copies of the same webhook

@@ -16,10 +16,21 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-class ContestantInline(admin.TabularInline):
+class ContestantTotals:
+    """Admin pages show each contestant's total: the sum of its vote shards."""
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).with_votes()
+
+    @admin.display(description="votes")
+    def total_votes(self, contestant: Contestant) -> int:
+        return contestant.votes
+
+
+class ContestantInline(ContestantTotals, admin.TabularInline):
     model = Contestant
-    fields = ["name", "slug", "votes"]
-    readonly_fields = ["votes"]
+    fields = ["name", "slug", "total_votes"]
+    readonly_fields = ["total_votes"]
     extra = 0
 
 
@@ -31,11 +42,11 @@ class ContestAdmin(admin.ModelAdmin):
 
 
 @admin.register(Contestant)
-class ContestantAdmin(admin.ModelAdmin):
-    list_display = ["name", "contest", "votes"]
+class ContestantAdmin(ContestantTotals, admin.ModelAdmin):
+    list_display = ["name", "contest", "total_votes"]
     list_filter = ["contest"]
     search_fields = ["name", "slug"]
-    readonly_fields = ["votes"]
+    readonly_fields = ["total_votes"]
 
 
 class LedgerEntryInline(admin.TabularInline):

@@ -1,7 +1,8 @@
 """Contests, contestants, payments and the ledger. PostgreSQL constraints hold the invariants."""
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import OuterRef, Q, Subquery, Sum
+from django.db.models.functions import Coalesce
 
 
 class Contest(models.Model):
@@ -26,21 +27,65 @@ class Contest(models.Model):
         return self.name
 
 
+class ContestantQuerySet(models.QuerySet):
+    def with_votes(self) -> "ContestantQuerySet":
+        """Annotate each contestant's total: the sum of its vote shards."""
+        total = (
+            VoteShard.objects.filter(contestant=OuterRef("pk"))
+            .values("contestant")
+            .annotate(total=Sum("votes"))
+            .values("total")
+        )
+        return self.annotate(votes=Coalesce(Subquery(total), 0))
+
+
 class Contestant(models.Model):
     contest = models.ForeignKey(Contest, on_delete=models.PROTECT, related_name="contestants")
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=100)
-    votes = models.BigIntegerField(default=0, help_text="Moved only with F() by ledger.services.")
+
+    objects = ContestantQuerySet.as_manager()
 
     class Meta:
         ordering = ["contest_id", "id"]
         constraints = [
             models.UniqueConstraint(fields=["contest", "slug"], name="contestant_slug_unique"),
-            models.CheckConstraint(condition=Q(votes__gte=0), name="contestant_votes_not_negative"),
         ]
 
     def __str__(self) -> str:
         return self.name
+
+
+class VoteShard(models.Model):
+    """One of the counter rows a contestant's total is split over.
+
+    A credit adds to the shard picked by its payment id, so concurrent credits for one popular
+    contestant update different rows instead of queueing on one row lock; the total is the sum
+    of the shards (`Contestant.objects.with_votes()`). A reversal takes the votes back from the
+    same shard, so no shard ever goes below zero.
+    """
+
+    SHARDS = 16
+
+    contestant = models.ForeignKey(Contestant, on_delete=models.PROTECT, related_name="vote_shards")
+    shard = models.SmallIntegerField()
+    votes = models.BigIntegerField(default=0, help_text="Moved only with F() by ledger.services.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["contestant", "shard"], name="vote_shard_unique"),
+            models.CheckConstraint(
+                condition=Q(shard__gte=0, shard__lt=16), name="vote_shard_in_range"
+            ),
+            models.CheckConstraint(condition=Q(votes__gte=0), name="vote_shard_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.contestant_id}/{self.shard}: {self.votes}"
+
+    @classmethod
+    def shard_of(cls, payment_id: int) -> int:
+        return payment_id % cls.SHARDS
 
 
 class Payment(models.Model):

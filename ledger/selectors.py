@@ -2,16 +2,23 @@
 
 from datetime import datetime
 
-from django.db.models import F, Q, QuerySet, Sum
+from django.db.models import F, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 
-from ledger.models import Contest, Contestant, Payment
+from ledger.models import Contest, Contestant, LedgerEntry, Payment
 
 
 def contestants_out_of_balance() -> QuerySet[Contestant]:
     """Contestants whose total differs from the sum of their ledger entries (should be none)."""
+    ledger_total = (
+        LedgerEntry.objects.filter(contestant=OuterRef("pk"))
+        .values("contestant")
+        .annotate(total=Sum("votes"))
+        .values("total")
+    )
     return (
-        Contestant.objects.annotate(ledger_votes=Coalesce(Sum("ledger_entries__votes"), 0))
+        Contestant.objects.with_votes()
+        .annotate(ledger_votes=Coalesce(Subquery(ledger_total), 0))
         .exclude(votes=F("ledger_votes"))
         .order_by("id")
     )
@@ -43,8 +50,8 @@ def contestants_of(*, contest: Contest | None) -> QuerySet[Contestant]:
     Taking `None` lets a view pass `open_contest(...)` straight through when voting is closed.
     """
     if contest is None:
-        return Contestant.objects.none()
-    return contest.contestants.order_by("id")
+        return Contestant.objects.with_votes().none()
+    return contest.contestants.with_votes().order_by("id")
 
 
 def payment_with_contestant(*, reference: str) -> Payment | None:

@@ -7,11 +7,11 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from ledger.models import Contestant, LedgerEntry, Payment, PaymentTransition
+from ledger.models import Contestant, LedgerEntry, Payment, PaymentTransition, VoteShard
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def reverse_payment(*, reference: str, verification: Verification) -> Settlement
             kind=LedgerEntry.Kind.REVERSAL,
             votes=-payment.votes,
         )
-        _move_votes(payment.contestant_id, -payment.votes)
+        _move_votes(payment, -payment.votes)
         return _finish(payment, Payment.Status.REVERSED, "refunded")
 
 
@@ -149,13 +149,31 @@ def _credit_or_flag(payment: Payment, verification: Verification) -> Settlement:
     )
     payment.credited_at = payment.verified_at
     settlement = _finish(payment, Payment.Status.CREDITED, "")
-    # Last statement before COMMIT: the hot contestant row stays locked as briefly as possible.
-    _move_votes(payment.contestant_id, payment.votes)
+    # Last statement before COMMIT: the shard row stays locked as briefly as possible.
+    _move_votes(payment, payment.votes)
     return settlement
 
 
-def _move_votes(contestant_id: int, votes: int) -> None:
-    Contestant.objects.filter(pk=contestant_id).update(votes=F("votes") + votes)
+# An atomic increment like F("votes") + n, on the payment's shard, creating the row the first
+# time: two credits landing on one shard serialise on that row, never read-modify-write.
+_ADD_TO_SHARD = f"""
+INSERT INTO {VoteShard._meta.db_table} (contestant_id, shard, votes) VALUES (%s, %s, %s)
+ON CONFLICT (contestant_id, shard)
+DO UPDATE SET votes = {VoteShard._meta.db_table}.votes + EXCLUDED.votes
+"""
+
+
+def _move_votes(payment: Payment, votes: int) -> None:
+    shard = VoteShard.shard_of(payment.pk)
+    if votes < 0:
+        # A reversal: its credit created this shard row, and PostgreSQL checks a proposed
+        # INSERT's constraints before ON CONFLICT, so a negative upsert would be refused.
+        VoteShard.objects.filter(contestant_id=payment.contestant_id, shard=shard).update(
+            votes=F("votes") + votes
+        )
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(_ADD_TO_SHARD, [payment.contestant_id, shard, votes])
 
 
 _OUTCOME_OF_STATUS = {

@@ -4,7 +4,7 @@ from datetime import timedelta
 import factory
 from django.utils import timezone
 
-from ledger.models import Contest, Contestant, Payment
+from ledger.models import Contest, Contestant, Payment, VoteShard
 from webhooks.models import Delivery
 
 
@@ -23,11 +23,17 @@ class ContestFactory(factory.django.DjangoModelFactory):
 class ContestantFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Contestant
+        skip_postgeneration_save = True
 
     contest = factory.SubFactory(ContestFactory)
     name = factory.Sequence(lambda n: f"Act {n}")
     slug = factory.Sequence(lambda n: f"act-{n}")
-    votes = 0
+
+    @factory.post_generation
+    def votes(contestant: Contestant, create: bool, extracted: int | None, **kwargs) -> None:
+        """`votes=N` starts the contestant with N votes (in shard 0), as if credited earlier."""
+        if create and extracted:
+            VoteShard.objects.create(contestant=contestant, shard=0, votes=extracted)
 
 
 class PaymentFactory(factory.django.DjangoModelFactory):

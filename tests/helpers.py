@@ -11,6 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
+from ledger.models import Contestant
 from ledger.services import Verification
 
 
@@ -118,3 +119,8 @@ def event_bytes(event: dict, **dumps_options: Any) -> bytes:
 def verify_url(reference: str) -> str:
     """Where the client asks about a reference: GET /transaction/verify/<reference>."""
     return f"{settings.PAYSTACK_BASE_URL}/transaction/verify/{reference}"
+
+
+def votes_of(contestant_id: int) -> int:
+    """A contestant's total as the API reads it: the sum of its vote shards."""
+    return Contestant.objects.with_votes().get(pk=contestant_id).votes

@@ -6,7 +6,7 @@ from django.core.management import call_command
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from ledger.models import Contestant, LedgerEntry, Payment
+from ledger.models import LedgerEntry, Payment, VoteShard
 from ledger.services import (
     Outcome,
     VotingClosed,
@@ -15,13 +15,9 @@ from ledger.services import (
     settle_payment,
 )
 from tests.factories import ContestantFactory, ContestFactory, PaymentFactory
-from tests.helpers import run_concurrently, success_for
+from tests.helpers import run_concurrently, success_for, votes_of
 
 pytestmark = pytest.mark.django_db
-
-
-def votes_of(contestant_id: int) -> int:
-    return Contestant.objects.get(pk=contestant_id).votes
 
 
 def test_create_payment_prices_votes_and_makes_a_paystack_reference():
@@ -183,9 +179,9 @@ def test_database_refuses_a_second_credit_entry_for_a_payment():
 
 
 def test_database_refuses_negative_totals_and_wrong_signs():
-    contestant = ContestantFactory()
+    contestant = ContestantFactory(votes=2)
     with pytest.raises(IntegrityError), transaction.atomic():
-        Contestant.objects.filter(pk=contestant.pk).update(votes=-1)
+        VoteShard.objects.filter(contestant=contestant).update(votes=-1)
     payment = PaymentFactory()
     with pytest.raises(IntegrityError), transaction.atomic():
         LedgerEntry.objects.create(
@@ -243,10 +239,11 @@ def _paused_between_read_and_write(barrier: threading.Barrier, write) -> None:
 @pytest.mark.django_db(transaction=True)
 def test_naive_read_modify_write_loses_an_update_under_the_same_interleaving():
     contestant = ContestantFactory()
+    VoteShard.objects.create(contestant=contestant, shard=0, votes=0)
     barrier = threading.Barrier(2)
 
     def naive(barrier: threading.Barrier) -> None:
-        row = Contestant.objects.get(pk=contestant.pk)  # both threads read 0
+        row = VoteShard.objects.get(contestant=contestant, shard=0)  # both threads read 0
         barrier.wait()
         row.votes += 5
         row.save()
@@ -266,13 +263,16 @@ def test_naive_read_modify_write_loses_an_update_under_the_same_interleaving():
 @pytest.mark.django_db(transaction=True)
 def test_service_under_the_same_interleaving_loses_nothing():
     contestant = ContestantFactory()
-    payments = [PaymentFactory(contestant=contestant, votes=5) for _ in range(2)]
+    made = [PaymentFactory(contestant=contestant, votes=5) for _ in range(VoteShard.SHARDS + 1)]
+    # The first and the last land on the same shard row: the same contention as above.
+    payments = [made[0], made[-1]]
+    assert VoteShard.shard_of(made[0].pk) == VoteShard.shard_of(made[-1].pk)
     barrier = threading.Barrier(2)
     remaining = list(payments)
 
     def service(barrier: threading.Barrier) -> None:
         payment = remaining.pop()
-        Contestant.objects.get(pk=contestant.pk)  # the same read as the naive code
+        VoteShard.objects.filter(contestant=contestant).first()  # the same read as the naive code
         barrier.wait()
         settle_payment(reference=payment.reference, verification=success_for(payment))
 

@@ -20,11 +20,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from config.logging import JsonFormatter, RedactSecrets
 from config.metrics import webhook_deliveries
-from ledger.models import Contestant, Payment
+from ledger.models import Payment
 from tasks.deliveries import process_event
 from tasks.payments import reconcile_payments
 from tests.factories import DeliveryFactory, PaymentFactory
-from tests.helpers import charge_success, event_bytes, verify_answer, verify_url
+from tests.helpers import charge_success, event_bytes, verify_answer, verify_url, votes_of
 from webhooks.models import Delivery
 
 REPO = Path(__file__).resolve().parents[1]
@@ -298,7 +298,7 @@ def test_reconcile_settles_pending_payments_and_prints_the_summary(paystack, cap
         failed.reference: "failed",
         unknown.reference: "pending",
     }
-    assert Contestant.objects.get(pk=paid.contestant_id).votes == 4
+    assert votes_of(paid.contestant_id) == 4
     assert counted("tally_payments_settled_total", outcome="credited") == credited_before + 1
     assert counted("tally_votes_credited_total") == votes_before + 4
     assert counted("tally_gateway_verify_seconds_count", outcome="success") == verified_before + 1

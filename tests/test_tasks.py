@@ -4,12 +4,12 @@ import pytest
 import responses
 from django.utils import timezone
 
-from ledger.models import Contestant, LedgerEntry, Payment
+from ledger.models import LedgerEntry, Payment
 from tasks import deliveries
 from tasks.deliveries import process_event
 from tasks.payments import verify_payment
 from tests.factories import DeliveryFactory, PaymentFactory
-from tests.helpers import verify_answer
+from tests.helpers import verify_answer, votes_of
 from webhooks.models import Delivery
 
 pytestmark = pytest.mark.django_db
@@ -35,10 +35,6 @@ def process(delivery: Delivery) -> Delivery:
     return delivery
 
 
-def votes_of(payment: Payment) -> int:
-    return Contestant.objects.get(pk=payment.contestant_id).votes
-
-
 def test_charge_success_verified_credits_and_marks_processed(gateway):
     payment = PaymentFactory(votes=3)
     says(gateway, payment)
@@ -48,7 +44,7 @@ def test_charge_success_verified_credits_and_marks_processed(gateway):
     assert (delivery.status, delivery.outcome, delivery.attempts) == ("processed", "credited", 1)
     assert delivery.processed_at is not None
     assert Payment.objects.get(pk=payment.pk).status == "credited"
-    assert votes_of(payment) == 3
+    assert votes_of(payment.contestant_id) == 3
     assert len(gateway.calls) == 1
 
 
@@ -61,7 +57,7 @@ def test_mismatched_amount_or_currency_flags_without_votes(gateway, change):
 
     assert delivery.outcome == "flagged"
     assert Payment.objects.get(pk=payment.pk).status == "flagged"
-    assert votes_of(payment) == 0
+    assert votes_of(payment.contestant_id) == 0
 
 
 def test_failed_charge_fails_the_payment(gateway):
@@ -72,7 +68,7 @@ def test_failed_charge_fails_the_payment(gateway):
 
     assert delivery.outcome == "failed"
     assert Payment.objects.get(pk=payment.pk).status == "failed"
-    assert votes_of(payment) == 0
+    assert votes_of(payment.contestant_id) == 0
 
 
 def test_abandoned_leaves_the_payment_pending_for_reconciliation(gateway):
@@ -93,7 +89,7 @@ def test_gateway_500_then_success_is_retried_and_credits_once(gateway):
     delivery = process(DeliveryFactory(payment=payment))
 
     assert (delivery.status, delivery.outcome, delivery.attempts) == ("processed", "credited", 2)
-    assert votes_of(payment) == 2
+    assert votes_of(payment.contestant_id) == 2
     assert LedgerEntry.objects.filter(payment=payment).count() == 1
 
 
@@ -135,7 +131,7 @@ def test_refund_after_credit_reverses_once(gateway):
 
     assert (first.outcome, second.outcome) == ("reversed", "already_settled")
     assert Payment.objects.get(pk=payment.pk).status == "reversed"
-    assert votes_of(payment) == 0
+    assert votes_of(payment.contestant_id) == 0
     assert LedgerEntry.objects.filter(payment=payment).count() == 2
 
 
@@ -147,7 +143,7 @@ def test_refund_before_success_reverses_with_no_votes_ever(gateway):
     charge = process(DeliveryFactory(payment=payment))
 
     assert (refund.outcome, charge.outcome) == ("reversed", "already_settled")
-    assert votes_of(payment) == 0
+    assert votes_of(payment.contestant_id) == 0
     assert not LedgerEntry.objects.exists()
 
 
@@ -216,5 +212,5 @@ def test_verify_payment_task_settles_like_a_delivery(gateway):
 
     assert verify_payment.apply(args=(payment.reference,)).get() == "credited"
     assert verify_payment.apply(args=(payment.reference,)).get() == "already_settled"
-    assert votes_of(payment) == 2
+    assert votes_of(payment.contestant_id) == 2
     assert len(gateway.calls) == 1

@@ -13,7 +13,7 @@ from django.db import connection
 from django.db.models import Sum
 from django.utils import timezone
 
-from ledger.models import Contestant, LedgerEntry, Payment
+from ledger.models import LedgerEntry, Payment, VoteShard
 from tasks.payments import reconcile_payments
 from tests.e2e.stack import free_port
 from tests.factories import ContestantFactory, PaymentFactory
@@ -37,7 +37,7 @@ def assert_exactly_once(payments: list[Payment]) -> None:
     assert credited == len(payments)
     assert LedgerEntry.objects.filter(payment__reference__in=references).count() == len(payments)
     expected_total = sum(p.votes for p in payments)
-    assert Contestant.objects.aggregate(total=Sum("votes"))["total"] == expected_total
+    assert VoteShard.objects.aggregate(total=Sum("votes"))["total"] == expected_total
     call_command("check_ledger")  # exits 1 if any total differs from its ledger
 
 

@@ -1,7 +1,9 @@
 """Durations typed by operators on the command line (`--since 2h`), shared by the commands."""
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
+
+from django.core.management.base import CommandError
 
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _PART = re.compile(r"(\d+)([smhd])")
@@ -29,3 +31,17 @@ def parse_duration(text: str) -> timedelta:
     if not duration:
         raise ValueError(f"{text!r} is an empty window; use a positive duration: {_EXAMPLES}")
     return duration
+
+
+def since_option(since: str | None, *, now: datetime) -> datetime | None:
+    """The start of a command's `--since` window (None: no window), or exit 2 saying why."""
+    if since is None:
+        return None
+    try:
+        return now - parse_duration(since)
+    except ValueError as exc:
+        raise CommandError(f"--since: {exc}", returncode=2) from None
+    except OverflowError:  # a valid duration that reaches back past year 1
+        raise CommandError(
+            f"--since: {since!r} reaches back before the calendar starts", returncode=2
+        ) from None

@@ -368,21 +368,6 @@ def test_reconcile_bad_since_raises_command_error_with_returncode_2(paystack, si
     assert len(paystack.calls) == 0
 
 
-def test_reconcile_from_the_shell_with_a_bad_since_exits_2_with_the_message():
-    result = subprocess.run(
-        [sys.executable, "manage.py", "reconcile", "--since", "soon"],
-        cwd=REPO,
-        env=os.environ.copy(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-    assert result.returncode == 2
-    assert "--since: 'soon' is not a duration" in result.stderr
-    assert result.stdout == ""
-
-
 # --- logs --------------------------------------------------------------------------------
 
 

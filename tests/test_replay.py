@@ -1,9 +1,6 @@
 """Replay: the service, the admin action and button, and `manage.py replay_events`."""
 
-import os
 import re
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 from unittest.mock import patch
@@ -429,18 +426,3 @@ def test_bad_arguments_raise_command_error_with_returncode_2(options, message, e
     assert error.value.returncode == 2
     assert Delivery.objects.get().status == Delivery.Status.FAILED
     assert enqueued == []
-
-
-def test_from_the_shell_a_bad_since_exits_2_with_the_message_on_stderr():
-    result = subprocess.run(
-        [sys.executable, "manage.py", "replay_events", "--since", "soon"],
-        cwd=BASE_DIR,
-        env=os.environ.copy(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-    assert result.returncode == 2
-    assert "--since: 'soon' is not a duration" in result.stderr
-    assert result.stdout == ""

@@ -68,3 +68,18 @@ def test_check_ledger_exits_1_naming_a_contestant_out_of_balance(capsys):
     assert f"contestant {broken.pk} (Tampered): votes=9 ledger=0" in out
     assert "1 out of balance" in out
     assert "Clean" not in out
+
+
+@pytest.mark.parametrize("command", ["reconcile", "replay_events"])
+def test_a_bad_since_from_the_shell_exits_2_with_the_message_on_stderr(command):
+    result = subprocess.run(
+        [sys.executable, "manage.py", command, "--since", "soon"],
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 2
+    assert "--since: 'soon' is not a duration" in result.stderr
+    assert result.stdout == ""

@@ -7,10 +7,10 @@ each payment before verifying it, so running this beside beat never asks twice.
 from datetime import UTC, datetime
 from functools import partial
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
-from config.durations import parse_duration
+from config.durations import since_option
 from ledger.models import Payment
 from ledger.selectors import pending_payments
 from tasks.payments import ReconcileReport, recently_verified_since, reconcile_payments
@@ -38,7 +38,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, since: str | None, dry_run: bool, **options: object) -> None:
         now = timezone.now()
-        created_after = _window_start(since, now)
+        created_after = since_option(since, now=now)
         window = "" if created_after is None else f" created since {_when(created_after)}"
         if dry_run:
             self._dry_run(now=now, created_after=created_after, window=window)
@@ -80,19 +80,6 @@ class Command(BaseCommand):
     def _progress(self, report: ReconcileReport, *, total: int) -> None:
         if report.checked % PROGRESS_EVERY == 0:
             self.stdout.write(f"reconcile: {report.checked}/{total} checked{_outcomes(report)}")
-
-
-def _window_start(since: str | None, now: datetime) -> datetime | None:
-    if since is None:
-        return None
-    try:
-        return now - parse_duration(since)
-    except ValueError as exc:
-        raise CommandError(f"--since: {exc}", returncode=2) from None
-    except OverflowError:  # a valid duration that reaches back past year 1
-        raise CommandError(
-            f"--since: {since!r} reaches back before the calendar starts", returncode=2
-        ) from None
 
 
 def _outcomes(report: ReconcileReport) -> str:

@@ -1,11 +1,10 @@
 from dataclasses import dataclass
-from datetime import datetime
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from config.durations import parse_duration
+from config.durations import since_option
 from webhooks.models import Delivery
 from webhooks.selectors import deliveries_matching
 from webhooks.services import ReplayResult, replay_deliveries
@@ -75,7 +74,7 @@ class Command(BaseCommand):
             status=status,
             event=event,
             reference=reference,
-            received_after=_received_after(since),
+            received_after=since_option(since, now=timezone.now()),
         )
         if dry_run:
             self._list(matching)
@@ -121,16 +120,3 @@ class Command(BaseCommand):
                 "sweeper to enqueue once it is back"
             )
         self.stdout.write(summary)
-
-
-def _received_after(since: str | None) -> datetime | None:
-    if since is None:
-        return None
-    try:
-        return timezone.now() - parse_duration(since)
-    except ValueError as exc:
-        raise CommandError(f"--since: {exc}", returncode=2) from None
-    except OverflowError:
-        raise CommandError(
-            f"--since: {since!r} reaches back before the calendar starts", returncode=2
-        ) from None

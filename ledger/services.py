@@ -72,7 +72,9 @@ def create_payment(*, contestant: Contestant, votes: int, email: str) -> Payment
 
 def settle_payment(*, reference: str, verification: Verification) -> Settlement:
     """Apply the gateway's verdict to a pending payment once; a settled payment is left as is."""
-    with transaction.atomic():
+    # savepoint=False: inside a caller's transaction (a task recording its delivery with the
+    # credit) all of it commits or rolls back together, without a savepoint's extra round trips.
+    with transaction.atomic(savepoint=False):
         # The row lock serialises every delivery, callback, replay and reconcile of this
         # reference: whoever comes second sees the status the first one committed.
         payment = Payment.objects.select_for_update().get(reference=reference)
@@ -92,7 +94,7 @@ def settle_payment(*, reference: str, verification: Verification) -> Settlement:
 
 def reverse_payment(*, reference: str, verification: Verification) -> Settlement:
     """Take a refunded payment's votes back once; a pending one is closed with no votes."""
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         payment = Payment.objects.select_for_update().get(reference=reference)
         if verification.status != "reversed":
             # The gateway is the truth: a refund event it does not confirm changes nothing.
@@ -184,6 +186,17 @@ _OUTCOME_OF_STATUS = {
 }
 
 
+_SETTLED_FIELDS = [
+    "status",
+    "reason",
+    "gateway_id",
+    "paid_at",
+    "verified_at",
+    "credited_at",
+    "updated_at",
+]
+
+
 def _finish(payment: Payment, status: Payment.Status, reason: str) -> Settlement:
     """Move a locked payment to `status`, recording the step in its history."""
     PaymentTransition.objects.create(
@@ -191,7 +204,7 @@ def _finish(payment: Payment, status: Payment.Status, reason: str) -> Settlement
     )
     payment.status = status
     payment.reason = reason
-    payment.save()
+    payment.save(update_fields=_SETTLED_FIELDS)
     logger.info(
         "payment settled",
         extra={"reference": payment.reference, "outcome": status.value, "reason": reason},

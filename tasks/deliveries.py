@@ -67,8 +67,12 @@ def process_event(self, event_id: int) -> str:
     action = ACTIONS.get(delivery.event)
     if action is None:
         return _finish(delivery, Delivery.Status.IGNORED, f"{delivery.event} is not acted on")
+
+    def record(outcome: str) -> None:
+        _finish(delivery, Delivery.Status.PROCESSED, outcome)
+
     try:
-        outcome = action(delivery.reference)
+        outcome = action(delivery.reference, record=record)
     except GatewayUnavailable as exc:
         if self.request.retries >= MAX_RETRIES:
             return _finish(delivery, Delivery.Status.FAILED, "gave up retrying", error=str(exc))
@@ -90,7 +94,7 @@ def process_event(self, event_id: int) -> str:
         return _finish(delivery, Delivery.Status.FAILED, "gateway refused", error=str(exc))
     if outcome is None:
         return _finish(delivery, Delivery.Status.IGNORED, "reference is not ours")
-    return _finish(delivery, Delivery.Status.PROCESSED, outcome)
+    return Delivery.Status.PROCESSED
 
 
 def _backoff(retries: int, retry_after: float | None) -> float:

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from celery import shared_task
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -20,8 +21,34 @@ from ledger.selectors import pending_payments
 logger = logging.getLogger(__name__)
 
 
-def settle_verified(reference: str) -> str | None:
-    """Verify a reference (outside any lock) and settle it. None if the reference is not ours.
+Recorder = Callable[[str], None]
+
+
+def settle_verified(reference: str, *, record: Recorder | None = None) -> str | None:
+    """Verify a reference (outside any lock) and settle it. None if the reference is not ours."""
+    return _verify_then_apply(
+        reference, services.settle_payment, open_statuses=(Payment.Status.PENDING,), record=record
+    )
+
+
+def reverse_verified(reference: str, *, record: Recorder | None = None) -> str | None:
+    """Verify a refunded reference and take its votes back once. None if it is not ours."""
+    return _verify_then_apply(
+        reference,
+        services.reverse_payment,
+        open_statuses=(Payment.Status.PENDING, Payment.Status.CREDITED),
+        record=record,
+    )
+
+
+def _verify_then_apply(
+    reference: str,
+    apply: Callable[..., services.Settlement],
+    *,
+    open_statuses: tuple[str, ...],
+    record: Recorder | None,
+) -> str | None:
+    """Ask the gateway, then apply its answer; `record(outcome)` runs in the same transaction.
 
     A payment already settled is not verified again: a second delivery, the callback or a
     replay costs one SELECT, not a gateway call.
@@ -29,22 +56,18 @@ def settle_verified(reference: str) -> str | None:
     status = _status_of(reference)
     if status is None:
         return None
-    if status != Payment.Status.PENDING:
-        return _count(services.Outcome.ALREADY_SETTLED, None)
+    if status not in open_statuses:
+        outcome = _count(services.Outcome.ALREADY_SETTLED, None)
+        if record is not None:
+            record(outcome)
+        return outcome
     verification = gateway().verify(reference)
-    settlement = services.settle_payment(reference=reference, verification=verification)
-    return _count(settlement.outcome, settlement.payment)
-
-
-def reverse_verified(reference: str) -> str | None:
-    """Verify a refunded reference and take its votes back once. None if it is not ours."""
-    status = _status_of(reference)
-    if status is None:
-        return None
-    if status not in (Payment.Status.PENDING, Payment.Status.CREDITED):
-        return _count(services.Outcome.ALREADY_SETTLED, None)
-    verification = gateway().verify(reference)
-    settlement = services.reverse_payment(reference=reference, verification=verification)
+    # The caller's record (a delivery marked processed) commits with the credit, or not at all,
+    # and the two share one commit.
+    with transaction.atomic():
+        settlement = apply(reference=reference, verification=verification)
+        if record is not None:
+            record(settlement.outcome.value)
     return _count(settlement.outcome, settlement.payment)
 
 

@@ -14,16 +14,19 @@ class DeliveryQuerySet(models.QuerySet):
         Whoever's UPDATE matches wins; a duplicate or re-enqueued task for a delivery that is
         claimed (lease not expired) or finished gets None and must not call the gateway.
         """
-        now = timezone.now()
-        claimable = Q(status__in=[Delivery.Status.RECEIVED, Delivery.Status.QUEUED]) | Q(
-            status=Delivery.Status.PROCESSING, stale_after__lt=now
+        # UPDATE … RETURNING: the claim and the read of what was claimed in one round trip.
+        claimed = self.raw(
+            f"""
+            UPDATE {Delivery._meta.db_table}
+            SET status = 'processing', attempts = attempts + 1, stale_after = %s
+            WHERE id = %s AND (
+                status IN ('received', 'queued') OR (status = 'processing' AND stale_after < %s)
+            )
+            RETURNING id, event, reference, attempts
+            """,
+            [timezone.now() + timedelta(seconds=lease_seconds), delivery_id, timezone.now()],
         )
-        won = self.filter(claimable, pk=delivery_id).update(
-            status=Delivery.Status.PROCESSING,
-            attempts=models.F("attempts") + 1,
-            stale_after=now + timedelta(seconds=lease_seconds),
-        )
-        return self.get(pk=delivery_id) if won else None
+        return next(iter(claimed), None)
 
     def finish(self, delivery_id: int, *, status: str, outcome: str = "", error: str = "") -> None:
         self.filter(pk=delivery_id).update(

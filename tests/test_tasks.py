@@ -1,5 +1,7 @@
 """The pipeline with the gateway mocked at the HTTP boundary: tasks run eagerly in-process."""
 
+from unittest import mock
+
 import pytest
 import responses
 from django.utils import timezone
@@ -214,3 +216,19 @@ def test_verify_payment_task_settles_like_a_delivery(gateway):
     assert verify_payment.apply(args=(payment.reference,)).get() == "already_settled"
     assert votes_of(payment.contestant_id) == 2
     assert len(gateway.calls) == 1
+
+
+def test_the_credit_and_the_processed_mark_commit_together(gateway):
+    payment = PaymentFactory(votes=3)
+    says(gateway, payment)
+    delivery = DeliveryFactory(payment=payment)
+
+    with (
+        mock.patch.object(Delivery.objects, "finish", side_effect=RuntimeError("db gone")),
+        pytest.raises(RuntimeError),
+    ):
+        process_event.apply(args=(delivery.pk,), throw=True)
+
+    assert Payment.objects.get(pk=payment.pk).status == "pending"
+    assert not LedgerEntry.objects.filter(payment=payment).exists()
+    assert votes_of(payment.contestant_id) == 0

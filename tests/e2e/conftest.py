@@ -7,8 +7,9 @@ import requests
 from django.db import connection
 from kombu import Connection
 
+from bench.processes import free_port
 from ledger.paystack import gateway
-from tests.e2e.stack import Stack, free_port
+from tests.e2e.stack import Stack
 
 pytestmark = pytest.mark.e2e
 

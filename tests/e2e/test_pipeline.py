@@ -13,9 +13,9 @@ from django.db import connection
 from django.db.models import Sum
 from django.utils import timezone
 
+from bench.processes import free_port
 from ledger.models import LedgerEntry, Payment, VoteShard
 from tasks.payments import reconcile_payments
-from tests.e2e.stack import free_port
 from tests.factories import ContestantFactory, PaymentFactory
 from tests.helpers import wait_until
 from webhooks.models import Delivery

@@ -1,0 +1,62 @@
+"""`python -m bench` runs end to end on a small load, writes its figures, and finds every
+payment credited exactly once. Figures are not asserted: they depend on the machine."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.e2e
+
+
+def test_small_bench_writes_figures_and_is_exact(tmp_path: Path) -> None:
+    figures_path = tmp_path / "bench.json"
+
+    # The suite's environment (Redis db 15, the test database) is passed on as it is: the
+    # bench must pin its own database and Redis db whatever it inherits.
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--payments",
+            "40",
+            "--scenarios",
+            "ingest,settle",
+            "--json",
+            str(figures_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert "ingest" in done.stdout and "settle" in done.stdout  # the table was printed
+    report = json.loads(figures_path.read_text())
+    scenarios = report["scenarios"]
+    assert set(scenarios) == {"ingest", "settle_hot", "settle_spread"}
+    ingest = scenarios["ingest"]["figures"]
+    assert ingest["requests_per_s"]["value"] > 0
+    assert ingest["requests_per_s"]["baseline"] > 0
+    assert ingest["p99_ms"]["value"] > 0
+    assert ingest["cpu_ms_per_request"]["value"] > 0
+    assert ingest["errors"]["value"] == 0
+    for key in ("settle_hot", "settle_spread"):
+        figures = scenarios[key]["figures"]
+        assert figures["payments_per_s"]["value"] > 0 and figures["payments_per_s"]["baseline"] > 0
+        assert figures["cpu_ms_per_payment"]["value"] > 0
+    for scenario in scenarios.values():
+        assert scenario["exactness"]["lost"] == 0
+        assert scenario["exactness"]["doubled"] == 0
+        assert scenario["exactness"]["out_of_balance"] == 0
+        assert scenario["baseline_exactness"]["lost"] == 0
+        assert scenario["baseline_exactness"]["doubled"] == 0
+    assert scenarios["settle_hot"]["exactness"]["checked"] == 40
+    assert report["exact"] is True

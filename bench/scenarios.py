@@ -399,9 +399,15 @@ def _end_to_end_round(
     return measured
 
 
+def settle_32(bench: Bench) -> list[ScenarioResult]:
+    """Settle with 32 transactions in flight: one hot contestant against spread ones."""
+    return settle(bench, concurrency=32)
+
+
 SCENARIOS: dict[str, Callable[[Bench], list[ScenarioResult]]] = {
     "ingest": ingest,
     "settle": settle,
+    "settle32": settle_32,
     "storm": storm,
     "e2e": end_to_end,
 }

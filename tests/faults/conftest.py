@@ -1,2 +1,2 @@
-# The real-process fixtures of the end-to-end suite: stack, sandbox, web.
-from tests.e2e.conftest import sandbox, stack, web  # noqa: F401
+# The real-process fixtures of the end-to-end suite.
+from tests.e2e.conftest import any_broker, sandbox, stack, web  # noqa: F401

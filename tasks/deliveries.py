@@ -2,10 +2,13 @@
 
 import logging
 import random
+from datetime import timedelta
 
 from celery import shared_task
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
 
 from config.celery_app import PUBLISH_ERRORS
 from ledger.paystack import GatewayRejected, GatewayUnavailable
@@ -43,6 +46,22 @@ def enqueue_deliveries(delivery_ids: list[int]) -> int:
             )
             return position
     return len(delivery_ids)
+
+
+def queue_again(delivery_ids: list[int]) -> list[int]:
+    """Set deliveries back to `queued` with a fresh `stale_after` and enqueue them after commit.
+
+    Call inside the transaction that holds their row locks. The returned list receives, once
+    committed, how many the broker took (the rest wait as `received` for the sweeper).
+    """
+    Delivery.objects.filter(pk__in=delivery_ids).update(
+        status=Delivery.Status.QUEUED,
+        stale_after=timezone.now() + timedelta(seconds=settings.STUCK_AFTER_SECONDS),
+        processed_at=None,
+    )
+    sent: list[int] = []
+    transaction.on_commit(lambda: sent.append(enqueue_deliveries(delivery_ids)))
+    return sent
 
 
 @shared_task(

@@ -1,15 +1,13 @@
 """Beat's sweeper: find deliveries whose message was lost and enqueue them again."""
 
 import logging
-from datetime import timedelta
 
 from celery import shared_task
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from tasks.broker import queue_depth, queue_names
-from tasks.deliveries import enqueue_deliveries
+from tasks.deliveries import queue_again
 from webhooks.models import Delivery
 
 logger = logging.getLogger(__name__)
@@ -28,6 +26,10 @@ def sweep_stuck_deliveries() -> dict[str, int]:
       never multiplies messages, gateway calls or work.
     """
     now = timezone.now()
+    # The broker is asked before any row is locked (no network call under a lock), and only
+    # when there are stale queued deliveries to judge.
+    stale = Delivery.objects.filter(status=Delivery.Status.QUEUED, stale_after__lt=now)
+    waiting = sum(queue_depth(queue) for queue in queue_names()) if stale.exists() else 0
     with transaction.atomic():
         # skip_locked: a second sweeper running now passes over the rows this one holds,
         # and once we commit the new stale_after hides them from it.
@@ -47,14 +49,9 @@ def sweep_stuck_deliveries() -> dict[str, int]:
                 "pk", flat=True
             )[:SWEEP_BATCH]
         )
-        waiting = sum(queue_depth(queue) for queue in queue_names()) if stale_queued else 0
         lost_queued = stale_queued if waiting < len(stale_queued) else []
         to_enqueue = received + expired + lost_queued
-        Delivery.objects.filter(pk__in=to_enqueue).update(
-            status=Delivery.Status.QUEUED,
-            stale_after=now + timedelta(seconds=settings.STUCK_AFTER_SECONDS),
-        )
-        transaction.on_commit(lambda: enqueue_deliveries(to_enqueue))
+        queue_again(to_enqueue)
     summary = {
         "received": len(received),
         "expired_leases": len(expired),

@@ -1,13 +1,12 @@
 """Writes to the delivery log."""
 
 from dataclasses import dataclass
-from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from tasks.deliveries import enqueue_deliveries
+from tasks.deliveries import enqueue_deliveries, queue_again
 from webhooks.events import ParsedEvent
 from webhooks.models import Delivery
 
@@ -105,13 +104,7 @@ def replay_deliveries(*, delivery_ids: list[int]) -> ReplayResult:
             if status == Delivery.Status.PROCESSING and lease_ends >= now
         }
         replayed = [pk for pk, _, _ in rows if pk not in skipped]
-        Delivery.objects.filter(pk__in=replayed).update(
-            status=Delivery.Status.QUEUED,
-            stale_after=now + timedelta(seconds=settings.STUCK_AFTER_SECONDS),
-            processed_at=None,
-        )
-        sent: list[int] = []
-        transaction.on_commit(lambda: sent.append(enqueue_deliveries(replayed)))
+        sent = queue_again(replayed)
     status_of = {pk: status for pk, status, _ in rows}
     return ReplayResult(
         replayed_ids=tuple(replayed),

@@ -21,7 +21,7 @@ lock:  ## re-resolve requirements.lock after editing pyproject.toml (needs uv)
 	cp .env.example .env
 
 services-check: install .env
-	$(WITH_ENV) $(PY) -m config.preflight
+	$(WITH_ENV) $(PY) -m ops.preflight
 
 up: services-check  ## the whole stack: web, worker, beat, Flower and the sandbox; Ctrl-C stops it
 	rm -rf .run && mkdir -p .run/metrics

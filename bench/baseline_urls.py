@@ -3,7 +3,7 @@
 from django.urls import path
 
 from bench.baseline_views import bare_webhook
-from config.health import healthz
+from ops.health import healthz
 
 urlpatterns = [
     path("webhooks/paystack/", bare_webhook, name="bare-webhook"),

@@ -3,7 +3,7 @@
 The bench drops and recreates its database, so the name is fixed here and never read from the
 environment: a DATABASE_URL left over from a shell, `make up` or the test suite (which points
 at Redis db 15 and a test database) must not aim it at someone else's data. Every setting from
-SPEC.md is pinned to its default too, so a figure means the same on every machine.
+docs/configuration.md is pinned to its default too, so a figure means the same on every machine.
 """
 
 import os
@@ -64,7 +64,7 @@ class Ports:
 def process_environment(ports: Ports, metrics_dir: Path) -> dict[str, str]:
     """The environment of every process the bench starts, and of the bench itself.
 
-    Metrics are kept as in production (SPEC: counters survive across gunicorn workers), in a
+    Metrics are kept as in production (counters survive across gunicorn workers), in a
     multiprocess directory of the run's own, so their cost is part of what is measured.
     """
     env = {k: v for k, v in os.environ.items() if k not in _DROPPED}

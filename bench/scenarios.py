@@ -199,13 +199,13 @@ def settle(bench: Bench, *, concurrency: int | None = None) -> list[ScenarioResu
 
 def _settle_tally(bench: Bench, contestants: int, layout: str) -> RoundOf:
     def measure(count: int, name: str) -> Round:
-        from tasks.deliveries import process_event
+        from tasks.deliveries import process_delivery
 
         bench.clean()
         payments = bench.new_payments(count, contestants, label=f"settle{name}")
         # What tasks.deliveries.enqueue_deliveries sends, held back until the clock starts.
         for delivery_id in store_deliveries(payments):
-            process_event.apply_async((delivery_id,), queue=HOLD)
+            process_delivery.apply_async((delivery_id,), queue=HOLD)
         label = f"settle {layout}: tally, round {name}"
         drained, spent = _drain_backlog(bench, finished_deliveries, count, label)
         exactness = ledger_exactness(payments, capped=drained.capped)

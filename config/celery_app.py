@@ -11,8 +11,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 # What publishing raises when the broker does not take a message (down, refusing, timing out).
 PUBLISH_ERRORS: tuple[type[BaseException], ...] = (KombuError, OSError)
-# Published by name from ledger (which imports nothing from tasks).
-VERIFY_PAYMENT_TASK = "tally.verify_payment"
 
 app = Celery("tally")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -3,7 +3,7 @@
 Under gunicorn and Celery's prefork pool each process counts on its own, so one process's
 /metrics would show only its share. Set PROMETHEUS_MULTIPROC_DIR to one directory shared by
 every web and worker process on the host, emptied before they start: prometheus-client then
-keeps each process's samples in files there and /metrics (config/metrics_view.py) adds them
+keeps each process's samples in files there and /metrics (ops/metrics.py) adds them
 up. Gauges of the state now (deliveries by status, queue depth) are not kept here: they are
 read at scrape time, where a per-process value would be stale the moment it was written.
 """

@@ -8,10 +8,11 @@ from enum import StrEnum
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from ledger.models import Contestant, LedgerEntry, Payment, PaymentTransition, VoteShard
+from paystack.types import Verification
 
 logger = logging.getLogger(__name__)
 
@@ -20,18 +21,6 @@ REFERENCE_PREFIX = "tly-"
 
 class VotingClosed(Exception):
     """The contest is not open for votes now."""
-
-
-@dataclass(frozen=True)
-class Verification:
-    """What the gateway's verify API said about one reference, fetched before any lock."""
-
-    reference: str
-    status: str  # Paystack's data.status: success, failed, abandoned, ongoing, reversed, ...
-    amount: int
-    currency: str
-    gateway_id: int | None = None
-    paid_at: datetime | None = None
 
 
 class Outcome(StrEnum):
@@ -47,6 +36,13 @@ class Outcome(StrEnum):
 class Settlement:
     outcome: Outcome
     payment: Payment
+
+
+# Which payments a gateway verdict can still change. Callers check these before asking the
+# gateway (a settled payment costs one SELECT, not a call); the services check them again
+# under the row lock, which is what makes it exactly once.
+AWAITING_SETTLEMENT = frozenset({Payment.Status.PENDING})
+AWAITING_REVERSAL = frozenset({Payment.Status.PENDING, Payment.Status.CREDITED})
 
 
 def new_reference() -> str:
@@ -78,7 +74,7 @@ def settle_payment(*, reference: str, verification: Verification) -> Settlement:
         # The row lock serialises every delivery, callback, replay and reconcile of this
         # reference: whoever comes second sees the status the first one committed.
         payment = Payment.objects.select_for_update().get(reference=reference)
-        if payment.status != Payment.Status.PENDING:
+        if payment.status not in AWAITING_SETTLEMENT:
             return Settlement(Outcome.ALREADY_SETTLED, payment)
         payment.verified_at = timezone.now()
         if verification.status == "success":
@@ -99,11 +95,11 @@ def reverse_payment(*, reference: str, verification: Verification) -> Settlement
         if verification.status != "reversed":
             # The gateway is the truth: a refund event it does not confirm changes nothing.
             return Settlement(Outcome.STILL_PENDING, payment)
+        if payment.status not in AWAITING_REVERSAL:
+            return Settlement(Outcome.ALREADY_SETTLED, payment)
         if payment.status == Payment.Status.PENDING:
             # The refund arrived first: closing the payment now stops any later credit.
             return _finish(payment, Payment.Status.REVERSED, "refunded before it was credited")
-        if payment.status != Payment.Status.CREDITED:
-            return Settlement(Outcome.ALREADY_SETTLED, payment)
         LedgerEntry.objects.create(
             payment=payment,
             contestant_id=payment.contestant_id,
@@ -121,6 +117,27 @@ def expire_payment(*, reference: str, reason: str) -> Settlement:
         if payment.status != Payment.Status.PENDING:
             return Settlement(Outcome.ALREADY_SETTLED, payment)
         return _finish(payment, Payment.Status.FAILED, reason)
+
+
+def claim_for_reconcile(*, reference: str, now: datetime) -> bool:
+    """Stamp `verified_at` on a pending payment nobody verified recently; True if we won.
+
+    One conditional UPDATE: two reconcile runs at once (two beat replicas, or the command
+    beside beat) never verify the same payment twice in one round.
+    """
+    return bool(
+        Payment.objects.filter(
+            Q(verified_at__isnull=True) | Q(verified_at__lt=recently_verified_since(now)),
+            reference=reference,
+            status=Payment.Status.PENDING,
+        ).update(verified_at=now)
+    )
+
+
+def recently_verified_since(now: datetime) -> datetime:
+    """A pending payment verified after this is skipped by reconciliation: another run (a
+    second beat, or the command beside beat) asked the gateway about it moments ago."""
+    return now - timedelta(seconds=min(settings.RECONCILE_AFTER_SECONDS, 60))
 
 
 def is_expired(payment: Payment) -> bool:

@@ -4,5 +4,5 @@ Run it with ``python -m sandbox`` (see ``--help``). It speaks the slice of Payst
 uses (initialize, a checkout page, verify, list, refund, signed webhooks) and adds a control API
 under ``/_sandbox/`` to inject faults, override what verify reports and shape webhook delivery
 (duplicates, late, out of order). It depends on the standard library and ``requests`` only, never
-on Django, so it is also a runnable description of how the gateway behaves (see PAYSTACK.md).
+on Django, so it is also a runnable description of how the gateway behaves (see docs/paystack.md).
 """

@@ -1,6 +1,6 @@
 """HTTP side of the sandbox: Paystack API routes, the checkout page, the control API, webhooks.
 
-Paystack facts reproduced here (see PAYSTACK.md): the ``{status, message, data}`` envelope;
+Paystack facts reproduced here (see docs/paystack.md): the ``{status, message, data}`` envelope;
 401 ``Invalid key``; verify answers HTTP 200 for any *found* transaction, the payment state being
 ``data.status``; webhooks are signed with HMAC-SHA512 of the raw body keyed with the secret key,
 only successful charges are pushed, non-200 answers are retried, and duplicates are normal.

@@ -1,1 +1,5 @@
-"""Celery tasks. Not a Django app, so config/celery_app.py lists these modules in imports."""
+"""The workflow: Celery tasks that process deliveries, verify payments, sweep and reconcile.
+
+A Django app without models. Tasks take ids, ask the gateway outside any lock, and hand its
+answer to ledger.services.
+"""

@@ -8,7 +8,7 @@ import responses
 from django.http import HttpResponse
 from django.test import Client
 
-from ledger.paystack import gateway
+from paystack.client import gateway
 from tests.helpers import WEBHOOK_URL, paystack_signature
 
 
@@ -60,7 +60,7 @@ def signed_post(client: Client, settings) -> SignedPost:
 
 @pytest.fixture
 def enqueued() -> Iterator[list[int]]:
-    """Record the delivery ids sent to process_event instead of publishing them (thread-safe)."""
+    """Record the delivery ids sent to process_delivery instead of publishing them (thread-safe)."""
     sent: list[int] = []
     lock = threading.Lock()
 
@@ -68,19 +68,19 @@ def enqueued() -> Iterator[list[int]]:
         with lock:
             sent.append(delivery_id)
 
-    with patch("tasks.deliveries.process_event.delay", side_effect=record):
+    with patch("tasks.deliveries.process_delivery.delay", side_effect=record):
         yield sent
 
 
 @pytest.fixture
 def tasks_run_eagerly() -> Iterator[None]:
-    """Enqueued process_event tasks run at once in the test's thread, as a worker would."""
-    from tasks.deliveries import process_event
+    """Enqueued process_delivery tasks run at once in the test's thread, as a worker would."""
+    from tasks.deliveries import process_delivery
 
     def run(delivery_id: int) -> None:
-        process_event.apply(args=(delivery_id,))
+        process_delivery.apply(args=(delivery_id,))
 
-    with patch("tasks.deliveries.process_event.delay", side_effect=run):
+    with patch("tasks.deliveries.process_delivery.delay", side_effect=run):
         yield
 
 

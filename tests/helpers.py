@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import connection
 
 from ledger.models import Contestant
-from ledger.services import Verification
+from paystack.types import Verification
 
 
 def run_concurrently(work: Callable[[], object], *, times: int) -> list[object]:
@@ -96,7 +96,7 @@ def paystack_signature(body: bytes, key: str) -> str:
 
 
 def charge_success(reference: str, *, gateway_id: int = 4_099_260_516, **data: Any) -> dict:
-    """A charge.success event (PAYSTACK.md §3), trimmed; `data` adds or overrides fields."""
+    """A charge.success event (docs/paystack.md §3), trimmed; `data` adds or overrides fields."""
     fields = {
         "id": gateway_id,
         "domain": "test",

@@ -21,8 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from config.logging import JsonFormatter, RedactSecrets
 from config.metrics import webhook_deliveries
 from ledger.models import Payment
-from tasks.deliveries import process_event
-from tasks.payments import reconcile_payments
+from tasks.deliveries import process_delivery
+from tasks.reconcile import reconcile_payments
 from tests.factories import DeliveryFactory, PaymentFactory
 from tests.helpers import charge_success, event_bytes, verify_answer, verify_url, votes_of
 from webhooks.models import Delivery
@@ -189,13 +189,13 @@ def test_an_unreachable_broker_skips_queue_depth_and_the_scrape_still_succeeds(
     monkeypatch.setattr(current_app.conf, "broker_url", CLOSED_PORT)
     DeliveryFactory()
 
-    with caplog.at_level(logging.WARNING, logger="config.metrics_view"):
+    with caplog.at_level(logging.WARNING, logger="ops.metrics"):
         samples = scrape(client)
 
     assert not [key for key in samples if key[0] == "tally_queue_depth"]
     assert sample(samples, "tally_deliveries", status="queued") == 1
     assert sample(samples, "tally_votes_credited_total") is not None  # counters still there
-    warning = next(r for r in caplog.records if r.name == "config.metrics_view")
+    warning = next(r for r in caplog.records if r.name == "ops.metrics")
     assert warning.queue == "celery"
     assert "127.0.0.1:1" in warning.error
 
@@ -321,7 +321,7 @@ def test_reconcile_since_takes_only_payments_created_within_the_window(paystack,
 
 @pytest.mark.django_db
 def test_reconcile_prints_progress_on_long_runs(paystack, capsys, monkeypatch):
-    monkeypatch.setattr("ledger.management.commands.reconcile.PROGRESS_EVERY", 2)
+    monkeypatch.setattr("tasks.management.commands.reconcile.PROGRESS_EVERY", 2)
     for payment in [PaymentFactory() for _ in range(5)]:
         says(paystack, payment)
 
@@ -378,7 +378,7 @@ def test_a_settled_delivery_logs_json_lines_with_reference_event_id_and_task_id(
     delivery = DeliveryFactory(payment=payment)
 
     with caplog.at_level(logging.INFO):
-        task_id = process_event.apply(args=(delivery.pk,)).id
+        task_id = process_delivery.apply(args=(delivery.pk,)).id
 
     # Formatted after the task has finished, as a queue handler would.
     lines = [json.loads(JsonFormatter().format(record)) for record in caplog.records]

@@ -8,9 +8,9 @@ from django.utils import timezone
 
 from ledger.models import Payment
 from ledger.services import settle_payment
-from ledger.views import format_amount
 from tests.factories import ContestantFactory, ContestFactory, PaymentFactory
 from tests.helpers import success_for
+from voting.pages import format_amount
 
 pytestmark = pytest.mark.django_db
 

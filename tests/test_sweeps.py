@@ -18,7 +18,7 @@ LONG_AGO = timedelta(minutes=10)
 
 
 def queued_ids(broker) -> list[int]:
-    """The delivery ids of the process_event messages waiting in the broker."""
+    """The delivery ids of the process_delivery messages waiting in the broker."""
     messages = [json.loads(raw) for raw in broker.lrange("celery", 0, -1)]
     # A Celery message body is base64 of [args, kwargs, embed]; args is (delivery_id,).
     return sorted(json.loads(base64.b64decode(m["body"]))[0][0] for m in messages)

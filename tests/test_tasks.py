@@ -7,9 +7,9 @@ import responses
 from django.utils import timezone
 
 from ledger.models import LedgerEntry, Payment
-from tasks import deliveries
-from tasks.deliveries import process_event
-from tasks.payments import verify_payment
+from tasks.deliveries import process_delivery
+from tasks.retry import MAX_RETRIES, backoff_seconds
+from tasks.verification import verify_payment
 from tests.factories import DeliveryFactory, PaymentFactory
 from tests.helpers import verify_answer, votes_of
 from webhooks.models import Delivery
@@ -32,7 +32,7 @@ def says(gateway, payment, **changes) -> None:
 
 
 def process(delivery: Delivery) -> Delivery:
-    process_event.apply(args=(delivery.pk,))
+    process_delivery.apply(args=(delivery.pk,))
     delivery.refresh_from_db()
     return delivery
 
@@ -104,7 +104,7 @@ def test_gateway_down_through_every_retry_fails_the_delivery_and_keeps_the_payme
     delivery = process(DeliveryFactory(payment=payment))
 
     assert delivery.status == "failed"
-    assert delivery.attempts == deliveries.MAX_RETRIES + 1
+    assert delivery.attempts == MAX_RETRIES + 1
     assert "503" in delivery.last_error
     assert Payment.objects.get(pk=payment.pk).status == "pending"
 
@@ -173,8 +173,8 @@ def test_a_claimed_or_finished_delivery_is_skipped_without_a_gateway_call(gatewa
     )
     finished = DeliveryFactory(payment=payment, status="processed")
 
-    assert process_event.apply(args=(leased.pk,)).get() == "skipped"
-    assert process_event.apply(args=(finished.pk,)).get() == "skipped"
+    assert process_delivery.apply(args=(leased.pk,)).get() == "skipped"
+    assert process_delivery.apply(args=(finished.pk,)).get() == "skipped"
     assert len(gateway.calls) == 0
     leased.refresh_from_db()
     assert leased.attempts == 0
@@ -204,8 +204,8 @@ def test_a_settled_payment_is_not_verified_again(gateway):
 
 
 def test_rate_limit_retry_after_is_the_floor_of_the_backoff():
-    assert all(deliveries._backoff(0, retry_after=30) >= 30 for _ in range(20))
-    assert all(deliveries._backoff(20, retry_after=None) <= 600 for _ in range(20))
+    assert all(backoff_seconds(0, retry_after=30) >= 30 for _ in range(20))
+    assert all(backoff_seconds(20, retry_after=None) <= 600 for _ in range(20))
 
 
 def test_verify_payment_task_settles_like_a_delivery(gateway):
@@ -227,7 +227,7 @@ def test_the_credit_and_the_processed_mark_commit_together(gateway):
         mock.patch.object(Delivery.objects, "finish", side_effect=RuntimeError("db gone")),
         pytest.raises(RuntimeError),
     ):
-        process_event.apply(args=(delivery.pk,), throw=True)
+        process_delivery.apply(args=(delivery.pk,), throw=True)
 
     assert Payment.objects.get(pk=payment.pk).status == "pending"
     assert not LedgerEntry.objects.filter(payment=payment).exists()

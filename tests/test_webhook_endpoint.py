@@ -1,4 +1,4 @@
-"""POST /webhooks/paystack/: the checks in SPEC order, storage, dedup and failure answers."""
+"""POST /webhooks/paystack/: the checks in the contract's order, storage, dedup, failures."""
 
 import io
 import json
@@ -12,7 +12,7 @@ from django.test import Client
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
 from config import celery_app
-from tasks.deliveries import process_event
+from tasks.deliveries import process_delivery
 from tasks.sweeps import sweep_stuck_deliveries
 from tests.helpers import (
     WEBHOOK_URL,
@@ -396,7 +396,7 @@ def test_broker_refusing_the_task_still_answers_200_and_leaves_the_delivery_rece
 ):
     refuse = BrokerOperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
     with (
-        patch("tasks.deliveries.process_event.delay", side_effect=refuse) as delay,
+        patch("tasks.deliveries.process_delivery.delay", side_effect=refuse) as delay,
         django_capture_on_commit_callbacks(execute=True),
     ):
         response = signed_post(a_charge())
@@ -409,7 +409,7 @@ def test_broker_refusing_the_task_still_answers_200_and_leaves_the_delivery_rece
 
 @pytest.fixture
 def unreachable_broker() -> Iterator[None]:
-    """process_event published through Celery's real producer to a port nobody listens on.
+    """process_delivery published through Celery's real producer to a port nobody listens on.
 
     Only the broker URL differs from production: the message is built, the publish retry
     policy runs and the TCP connect is really refused. The app's own broker and its pooled
@@ -421,10 +421,10 @@ def unreachable_broker() -> Iterator[None]:
     connection = celery_app.connection_for_write(f"redis://127.0.0.1:{closed_port}/15")
 
     def publish(delivery_id: int) -> object:
-        return process_event.apply_async((delivery_id,), connection=connection)
+        return process_delivery.apply_async((delivery_id,), connection=connection)
 
     try:
-        with patch("tasks.deliveries.process_event.delay", side_effect=publish):
+        with patch("tasks.deliveries.process_delivery.delay", side_effect=publish):
             yield
     finally:
         connection.release()
@@ -443,7 +443,7 @@ def test_a_really_unreachable_broker_answers_200_and_the_sweeper_enqueues_later(
     # The broker is back: the next sweep hands the stored delivery over.
     sent: list[int] = []
     with (
-        patch("tasks.deliveries.process_event.delay", side_effect=sent.append),
+        patch("tasks.deliveries.process_delivery.delay", side_effect=sent.append),
         django_capture_on_commit_callbacks(execute=True),
     ):
         sweep_stuck_deliveries()

@@ -85,7 +85,7 @@ def _check_storable(document: dict[str, Any]) -> None:
 
 
 def _reference_of(event: str, data: dict[str, Any]) -> str:
-    """The reference of the payment the event concerns (PAYSTACK.md §3)."""
+    """The reference of the payment the event concerns (docs/paystack.md §3)."""
     if event.startswith("refund."):
         return _text(data.get("transaction_reference"))
     if event.startswith("charge.dispute."):

@@ -1,4 +1,8 @@
-"""The delivery log: every distinct Paystack event, stored untrusted before we answer 200."""
+"""The delivery log: every distinct Paystack event, stored untrusted before we answer 200.
+
+Its lifecycle (docs/contract.md, delivery statuses) is written here and nowhere else, as
+methods of the queryset: claim, finish, requeue, mark unsent, queue again.
+"""
 
 from datetime import timedelta
 
@@ -7,7 +11,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 
-class DeliveryQuerySet(models.QuerySet):
+class DeliveryQuerySet(models.QuerySet["Delivery"]):
     def claim(self, delivery_id: int, *, lease_seconds: int) -> "Delivery | None":
         """Take the delivery for processing with one conditional UPDATE (a lease on the row).
 
@@ -18,17 +22,26 @@ class DeliveryQuerySet(models.QuerySet):
         claimed = self.raw(
             f"""
             UPDATE {Delivery._meta.db_table}
-            SET status = 'processing', attempts = attempts + 1, stale_after = %s
+            SET status = %s, attempts = attempts + 1, stale_after = %s
             WHERE id = %s AND (
-                status IN ('received', 'queued') OR (status = 'processing' AND stale_after < %s)
+                status IN (%s, %s) OR (status = %s AND stale_after < %s)
             )
             RETURNING id, event, reference, attempts
             """,
-            [timezone.now() + timedelta(seconds=lease_seconds), delivery_id, timezone.now()],
+            [
+                Delivery.Status.PROCESSING,
+                timezone.now() + timedelta(seconds=lease_seconds),
+                delivery_id,
+                Delivery.Status.RECEIVED,
+                Delivery.Status.QUEUED,
+                Delivery.Status.PROCESSING,
+                timezone.now(),
+            ],
         )
         return next(iter(claimed), None)
 
     def finish(self, delivery_id: int, *, status: str, outcome: str = "", error: str = "") -> None:
+        """Record how processing ended: processed, ignored or failed."""
         self.filter(pk=delivery_id).update(
             status=status, outcome=outcome, last_error=error, processed_at=timezone.now()
         )
@@ -39,6 +52,23 @@ class DeliveryQuerySet(models.QuerySet):
             status=Delivery.Status.QUEUED,
             last_error=error,
             stale_after=timezone.now() + timedelta(seconds=not_before_seconds),
+        )
+
+    def mark_unsent(self, delivery_ids: list[int]) -> None:
+        """The broker did not take these: back to `received`, for the sweeper to send."""
+        self.filter(pk__in=delivery_ids, status=Delivery.Status.QUEUED).update(
+            status=Delivery.Status.RECEIVED
+        )
+
+    def queue_again(self, delivery_ids: list[int], *, lease_seconds: int) -> None:
+        """Back to `queued` with a fresh `stale_after`, as a new message is about to be sent.
+
+        `attempts` and `last_error` stay as history.
+        """
+        self.filter(pk__in=delivery_ids).update(
+            status=Delivery.Status.QUEUED,
+            stale_after=timezone.now() + timedelta(seconds=lease_seconds),
+            processed_at=None,
         )
 
 

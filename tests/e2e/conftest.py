@@ -8,7 +8,7 @@ from django.db import connection
 from kombu import Connection
 
 from bench.processes import free_port
-from ledger.paystack import gateway
+from paystack.client import gateway
 from tests.e2e.stack import Stack
 
 pytestmark = pytest.mark.e2e

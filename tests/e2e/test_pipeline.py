@@ -12,7 +12,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from ledger.models import LedgerEntry, Payment, VoteShard
-from tasks.payments import reconcile_payments
+from tasks.reconcile import reconcile_payments
 from tests.factories import ContestantFactory, PaymentFactory
 from tests.helpers import wait_until
 from webhooks.models import Delivery

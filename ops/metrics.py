@@ -1,4 +1,4 @@
-"""GET /metrics: the counters of every process, plus gauges of the state now (SPEC, Metrics)."""
+"""GET /metrics: every process's counters, plus gauges of the state now (docs/operations.md)."""
 
 import logging
 from collections.abc import Iterator

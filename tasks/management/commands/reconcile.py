@@ -1,6 +1,6 @@
 """`reconcile [--since 2d] [--dry-run]`: ask the gateway about payments still pending.
 
-An interface like the beat task: both call tasks.payments.reconcile_payments, which claims
+An interface like the beat task: both call tasks.reconcile.reconcile_payments, which claims
 each payment before verifying it, so running this beside beat never asks twice.
 """
 
@@ -13,7 +13,8 @@ from django.utils import timezone
 from config.durations import since_option
 from ledger.models import Payment
 from ledger.selectors import pending_payments
-from tasks.payments import ReconcileReport, recently_verified_since, reconcile_payments
+from ledger.services import recently_verified_since
+from tasks.reconcile import ReconcileReport, reconcile_payments
 
 PROGRESS_EVERY = 100
 

@@ -1,47 +1,32 @@
-"""The voting side over HTTP: the JSON API the page's script uses, the payer's return from
-Paystack, and the two pages. Each view parses, calls one ledger function, and renders.
+"""The JSON API the contest page's script uses (docs/contract.md, HTTP).
 
-None of these views credits anything or calls the gateway to verify: crediting follows the
-verify API in a worker (tally.verify_payment), never a request a browser can replay.
+Each view parses, calls one function, and renders. None of them credits anything or calls
+the gateway to verify: crediting follows the verify API in a worker, never a request a
+browser can replay.
 """
 
 import json
-import logging
 from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import EmailValidator
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import redirect, render
+from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from config.celery_app import PUBLISH_ERRORS, VERIFY_PAYMENT_TASK
-from config.celery_app import app as celery_app
-from ledger.checkout import CheckoutUnavailable, UnknownContestant, start_checkout
 from ledger.models import Payment
 from ledger.selectors import contestants_of, open_contest, payment_with_contestant
 from ledger.services import VotingClosed
-
-logger = logging.getLogger(__name__)
+from voting.checkout import CheckoutUnavailable, UnknownContestant, start_checkout
 
 MAX_VOTES = 1000
 # Longer addresses would not fit Payment.email: refuse them as input, not as a 500.
 MAX_EMAIL_LENGTH = Payment._meta.get_field("email").max_length
 _validate_email = EmailValidator()
-
-# What the payer reads; each starts with the raw status so the word itself is on screen.
-STATUS_WORDS = {
-    Payment.Status.PENDING: "pending: waiting for Paystack to confirm your payment",
-    Payment.Status.CREDITED: "credited: your votes have been counted",
-    Payment.Status.FAILED: "failed: the payment did not go through and no votes were counted",
-    Payment.Status.FLAGGED: "flagged: the payment needs a check by our team before votes count",
-    Payment.Status.REVERSED: "reversed: the payment was refunded and its votes removed",
-}
 
 
 class InvalidOrder(Exception):
@@ -53,9 +38,6 @@ class Order:
     contestant_id: int
     votes: int
     email: str
-
-
-# --- JSON API -----------------------------------------------------------------------------
 
 
 @never_cache
@@ -79,7 +61,7 @@ def api_create_payment(request: HttpRequest) -> JsonResponse:
             contestant_id=order.contestant_id,
             votes=order.votes,
             email=order.email,
-            callback_url=request.build_absolute_uri(reverse("ledger:payment-callback")),
+            callback_url=request.build_absolute_uri(reverse("voting:payment-callback")),
         )
     except InvalidOrder as exc:
         return _error(400, str(exc))
@@ -172,81 +154,3 @@ def _is_email(value: str) -> bool:
 
 def _error(status: int, message: str) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
-
-
-# --- The payer's return from Paystack -----------------------------------------------------
-
-
-@never_cache
-@require_GET
-def payment_callback(request: HttpRequest) -> HttpResponse:
-    """Paystack sends the payer back here. The visit proves nothing (anyone can type the
-    URL): it only asks a worker to verify now rather than at the next reconcile, then shows
-    the status page. No gateway call and no credit happen in this request."""
-    reference = request.GET.get("reference") or request.GET.get("trxref") or ""
-    payment = payment_with_contestant(reference=reference) if reference else None
-    if payment is None:
-        return _not_found(request, reference)
-    if payment.status == Payment.Status.PENDING:
-        _enqueue_verification(payment.reference)
-    return redirect("ledger:payment-status", reference=payment.reference)
-
-
-def _enqueue_verification(reference: str) -> None:
-    """Ask a worker to verify. This request wrote nothing, so there is no commit to wait for
-    and a plain delay is right. A broker outage must not cost the payer their status page:
-    reconciliation verifies the payment once it has been pending RECONCILE_AFTER_SECONDS."""
-    try:
-        celery_app.send_task(VERIFY_PAYMENT_TASK, args=(reference,))
-    except PUBLISH_ERRORS as exc:
-        logger.warning(
-            "broker unavailable; verification left to reconciliation",
-            extra={"reference": reference, "error": repr(exc)},
-        )
-
-
-# --- Pages --------------------------------------------------------------------------------
-
-
-@require_GET
-def contest_page(request: HttpRequest) -> HttpResponse:
-    """The open contest with live totals and the form to buy votes."""
-    contest = open_contest(now=timezone.now())
-    context = {
-        "contest": contest,
-        "contestants": contestants_of(contest=contest),
-        "price": format_amount(contest.price_per_vote, contest.currency) if contest else "",
-        "max_votes": MAX_VOTES,
-    }
-    return render(request, "ledger/contest.html", context)
-
-
-@never_cache
-@require_GET
-def payment_page(request: HttpRequest, reference: str) -> HttpResponse:
-    """Where the payer lands after Paystack; its script follows the status until it settles."""
-    payment = payment_with_contestant(reference=reference)
-    if payment is None:
-        return _not_found(request, reference)
-    context = {
-        "payment": payment,
-        "amount": format_amount(payment.amount, payment.currency),
-        "status_text": STATUS_WORDS[Payment.Status(payment.status)],
-        "status_words": {status.value: words for status, words in STATUS_WORDS.items()},
-    }
-    return render(request, "ledger/payment.html", context)
-
-
-def _not_found(request: HttpRequest, reference: str) -> HttpResponse:
-    return render(request, "ledger/payment_not_found.html", {"reference": reference}, status=404)
-
-
-def format_amount(amount: int, currency: str) -> str:
-    """Minor units as the payer reads them: "₦1,500.00" for NGN, "150.00 GHS" otherwise.
-
-    Integer arithmetic only (no floats for money); every currency we take has 100 minor units
-    (PAYSTACK.md §7).
-    """
-    major, minor = divmod(amount, 100)
-    number = f"{major:,}.{minor:02d}"
-    return f"₦{number}" if currency == "NGN" else f"{number} {currency}"

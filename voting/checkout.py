@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from ledger import services
 from ledger.models import Contestant, Payment
-from ledger.paystack import GatewayError, GatewayRejected, gateway
+from paystack.client import gateway
+from paystack.errors import GatewayError, GatewayRejected
 
 logger = logging.getLogger(__name__)
 

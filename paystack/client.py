@@ -1,9 +1,7 @@
-"""The one module that talks to Paystack. Tasks and views call it; ledger.services never does."""
+"""The Paystack HTTP client: verify and initialize, with every failure sorted into
+retryable (`GatewayUnavailable`) or final (`GatewayRejected`). docs/paystack.md has the facts."""
 
-import re
 import threading
-import time
-from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -11,37 +9,8 @@ from typing import Any
 import requests
 from django.conf import settings
 
-from config.metrics import gateway_verify_seconds
-from ledger.services import Verification
-
-_REFERENCE = re.compile(r"^[A-Za-z0-9.=-]{1,100}$")
-
-
-class GatewayError(Exception):
-    """A gateway call did not give an answer we can act on."""
-
-
-class GatewayUnavailable(GatewayError):
-    """Transient: timeout, connection error, 5xx or 429. Retry later; never read as 'failed'."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class GatewayRejected(GatewayError):
-    """Final: the gateway refused the call (4xx). Retrying the same call will not help."""
-
-
-class ReferenceNotFound(GatewayRejected):
-    """The gateway knows no transaction with this reference (not paid yet, or not ours)."""
-
-
-@dataclass(frozen=True)
-class Initialization:
-    authorization_url: str
-    access_code: str
-    reference: str
+from paystack.errors import GatewayRejected, GatewayUnavailable, ReferenceNotFound
+from paystack.types import Initialization, Verification, is_reference
 
 
 class PaystackClient:
@@ -62,22 +31,9 @@ class PaystackClient:
 
     def verify(self, reference: str) -> Verification:
         """Ask the gateway what happened to a reference (GET /transaction/verify/:reference)."""
-        if not _REFERENCE.match(reference):
+        if not is_reference(reference):
             raise ReferenceNotFound(f"{reference!r} is not a Paystack reference")
-        started, outcome = time.perf_counter(), "error"
-        try:
-            data = self._call("GET", f"/transaction/verify/{reference}")
-            verification = _verification_from(data)
-            outcome = verification.status
-            return verification
-        except ReferenceNotFound:
-            outcome = "not_found"
-            raise
-        except GatewayUnavailable:
-            outcome = "unavailable"
-            raise
-        finally:
-            gateway_verify_seconds.labels(outcome).observe(time.perf_counter() - started)
+        return _verification_from(self._call("GET", f"/transaction/verify/{reference}"))
 
     def initialize(
         self,

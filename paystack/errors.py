@@ -1,0 +1,24 @@
+"""How a gateway call can fail: transient (retry later) or final (a person must look)."""
+
+
+class GatewayError(Exception):
+    """A gateway call did not give an answer we can act on."""
+
+
+class GatewayUnavailable(GatewayError):
+    """Transient: timeout, connection error, 5xx, 429 or an unreadable answer.
+
+    Retry later; never read as 'failed'.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class GatewayRejected(GatewayError):
+    """Final: the gateway refused the call (4xx). Retrying the same call will not help."""
+
+
+class ReferenceNotFound(GatewayRejected):
+    """The gateway knows no transaction with this reference (not paid yet, or not ours)."""

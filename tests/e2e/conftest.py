@@ -85,7 +85,8 @@ def web(stack, sandbox) -> str:
     return stack.web(port=int(stack.env["WEB_PORT"]))
 
 
-RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
+# TEST_RABBITMQ_URL lets two checkouts on one machine test against their own vhosts.
+RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
 
 @pytest.fixture(params=["redis", "rabbitmq"])

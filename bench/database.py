@@ -19,7 +19,7 @@ from bench.environment import (
     POSTGRES_SERVER,
 )
 from bench.events import FIRST_GATEWAY_ID, PaidPayment, charge_success
-from bench.processes import REPO
+from devstack.processes import REPO
 
 PRICE_PER_VOTE = 5000
 CURRENCY = "NGN"

@@ -8,8 +8,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import responses
 from django.conf import settings
 from django.db import connection
+from prometheus_client import REGISTRY
 
 from ledger.models import Contestant
 from paystack.types import Verification
@@ -124,3 +126,15 @@ def verify_url(reference: str) -> str:
 def votes_of(contestant_id: int) -> int:
     """A contestant's total as the API reads it: the sum of its vote shards."""
     return Contestant.objects.with_votes().get(pk=contestant_id).votes
+
+
+def counted(name: str, **labels: str) -> float:
+    """A counter's value in this process (0 before its first increment)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def says(paystack, payment, **changes: object) -> None:
+    """The gateway's verify answer for this payment: paid, unless `changes` say otherwise."""
+    paystack.add(
+        responses.GET, verify_url(payment.reference), json=verify_answer(payment, **changes)
+    )

@@ -7,7 +7,7 @@ import requests
 from django.db import connection
 from kombu import Connection
 
-from bench.processes import free_port
+from devstack.processes import free_port
 from paystack.client import gateway
 from tests.e2e.stack import Stack
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from devstack.processes import REPO
 from ledger.models import Contestant, LedgerEntry, Payment
-from tests.e2e.stack import REPO
 from tests.factories import ContestantFactory
 
 pytestmark = pytest.mark.e2e

@@ -6,7 +6,7 @@ import pytest
 import requests
 from django.utils import timezone
 
-from bench.processes import free_port
+from devstack.processes import free_port
 from tests.e2e.test_pipeline import all_credited, assert_exactly_once, make_payments
 from tests.factories import ContestantFactory, DeliveryFactory
 from tests.helpers import paystack_signature, wait_until

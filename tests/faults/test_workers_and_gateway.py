@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from bench.processes import free_port
+from devstack.processes import free_port
 from tests.e2e.test_pipeline import all_credited, assert_exactly_once, make_payments
 from tests.factories import ContestantFactory
 from tests.helpers import wait_until

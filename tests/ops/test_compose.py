@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 APP_SERVICES = {"migrate", "web", "worker", "beat", "flower"}
 
 

@@ -22,7 +22,7 @@ from webhooks.services import replay_deliveries
 
 pytestmark = pytest.mark.django_db
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+BASE_DIR = Path(__file__).resolve().parents[2]
 CHANGELIST = reverse("admin:webhooks_delivery_changelist")
 
 

@@ -1,0 +1,34 @@
+"""Settings from the environment: bad values stop start-up naming the variable."""
+
+import os
+import subprocess
+import sys
+
+
+def _load_settings(**env: str) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PAYSTACK_", "DEBUG"))}
+    return subprocess.run(
+        [sys.executable, "-c", "from django.conf import settings; settings.DATABASES"],
+        env={**base, "DJANGO_SETTINGS_MODULE": "config.settings", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_missing_paystack_secret_key_without_debug_fails_naming_it():
+    result = _load_settings(DEBUG="0")
+
+    assert result.returncode != 0
+    assert "PAYSTACK_SECRET_KEY is required unless DEBUG=1" in result.stderr
+
+
+def test_debug_runs_without_a_paystack_key():
+    assert _load_settings(DEBUG="1").returncode == 0
+
+
+def test_a_bad_number_in_the_environment_is_named():
+    result = _load_settings(DEBUG="1", PAYSTACK_TIMEOUT="soon")
+
+    assert result.returncode != 0
+    assert "PAYSTACK_TIMEOUT must be a whole number" in result.stderr

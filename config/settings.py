@@ -96,7 +96,13 @@ PAYMENT_EXPIRES_AFTER_SECONDS = env_int("PAYMENT_EXPIRES_AFTER_SECONDS", 86400, 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL
 # tasks is a Django app, but autodiscovery finds only tasks.py modules: list ours.
-CELERY_IMPORTS = ["tasks.deliveries", "tasks.verification", "tasks.reconcile", "tasks.sweeps"]
+CELERY_IMPORTS = [
+    "tasks.deliveries",
+    "tasks.verification",
+    "tasks.reconcile",
+    "tasks.sweeps",
+    "tasks.audit",
+]
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
@@ -133,6 +139,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": SWEEP_INTERVAL_SECONDS,
     },
     "reconcile-pending-payments": {"task": "tally.reconcile_pending_payments", "schedule": 300.0},
+    "audit-gateway": {"task": "tally.audit_gateway", "schedule": 86400.0},
 }
 
 # --- Logging ---------------------------------------------------------------------------

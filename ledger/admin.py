@@ -1,6 +1,25 @@
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 
-from ledger.models import Contest, Contestant, LedgerEntry, Payment, PaymentTransition
+from ledger.models import (
+    Contest,
+    Contestant,
+    Dispute,
+    LedgerEntry,
+    Payment,
+    PaymentTransition,
+    Refund,
+)
+from ledger.services import CannotResolve, Decision, resolve_attention
+
+# Resolving a payment changes its status, so it needs the model's change permission, which
+# the admin otherwise grants no form for: only ledger.services writes payments.
+RESOLVE_PERMISSION = "ledger.change_payment"
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -62,9 +81,47 @@ class LedgerEntryInline(admin.TabularInline):
 
 class PaymentTransitionInline(LedgerEntryInline):
     model = PaymentTransition
-    fields = ["from_status", "to_status", "reason", "created_at"]
+    fields = ["from_status", "to_status", "reason", "actor", "created_at"]
     readonly_fields = fields
     verbose_name_plural = "status history"
+
+
+class RefundInline(LedgerEntryInline):
+    model = Refund
+    fields = ["refund_reference", "amount", "currency", "status", "recorded_at", "confirmed_at"]
+    readonly_fields = fields
+
+
+class DisputeInline(LedgerEntryInline):
+    model = Dispute
+    fields = ["gateway_id", "status", "resolution", "outcome", "opened_at", "resolved_at"]
+    readonly_fields = fields
+
+
+class ResolveForm(forms.Form):
+    decision = forms.ChoiceField(widget=forms.RadioSelect)
+    note = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        max_length=500,
+        help_text="Why: what you checked (e.g. the refund in the Paystack dashboard).",
+    )
+
+    def __init__(self, *args: object, payment: Payment, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["decision"].choices = decisions_for(payment)
+
+
+def decisions_for(payment: Payment) -> list[tuple[str, str]]:
+    """The decisions that apply to a payment as it is now."""
+    if payment.status == Payment.Status.FLAGGED:
+        return [
+            (Decision.CREDIT.value, "Credit anyway: the money is ours; count the votes"),
+            (Decision.REFUNDED.value, "Mark refunded: the money went back; no votes"),
+        ]
+    return [
+        (Decision.KEEP.value, "Keep the votes: the charge stands"),
+        (Decision.REFUNDED.value, "Mark refunded: the money went back; take the votes back"),
+    ]
 
 
 @admin.register(Payment)
@@ -76,12 +133,75 @@ class PaymentAdmin(ReadOnlyAdmin):
         "amount",
         "currency",
         "status",
+        "attention",
         "created_at",
     ]
-    list_filter = ["status", "created_at"]
+    list_filter = ["status", "attention", "created_at"]
     search_fields = ["reference", "email"]
     date_hierarchy = "created_at"
-    inlines = [LedgerEntryInline, PaymentTransitionInline]
+    inlines = [LedgerEntryInline, PaymentTransitionInline, RefundInline, DisputeInline]
+
+    def get_urls(self) -> list[URLPattern]:
+        resolve = path(
+            "<path:object_id>/resolve/",
+            self.admin_site.admin_view(self.resolve_view),
+            name="ledger_payment_resolve",
+        )
+        # Before the defaults: their "<path:object_id>/" catch-all would swallow it.
+        return [resolve, *super().get_urls()]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, object] | None = None,
+    ) -> HttpResponse:
+        can_resolve = request.user.has_perm(RESOLVE_PERMISSION)
+        context = {**(extra_context or {}), "can_resolve": can_resolve}
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
+    def resolve_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """A person decides about a payment that needs attention; who and why are recorded."""
+        if not request.user.has_perm(RESOLVE_PERMISSION):
+            raise PermissionDenied
+        payment = self.get_object(request, unquote(object_id))
+        if payment is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        change_url = reverse("admin:ledger_payment_change", args=[payment.pk])
+        if payment.attention == Payment.Attention.NONE:
+            self.message_user(request, f"{payment} needs no decision.", messages.WARNING)
+            return HttpResponseRedirect(change_url)
+        form = ResolveForm(request.POST or None, payment=payment)
+        if request.method == "POST" and form.is_valid():
+            try:
+                settlement = resolve_attention(
+                    reference=payment.reference,
+                    decision=Decision(form.cleaned_data["decision"]),
+                    actor=request.user.get_username(),
+                    note=form.cleaned_data["note"],
+                )
+            except CannotResolve as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            else:
+                status = settlement.payment.status
+                self.message_user(request, f"{payment} is now {status}.", messages.SUCCESS)
+                return HttpResponseRedirect(change_url)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Resolve {payment}",
+            "opts": self.opts,
+            "payment": payment,
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/ledger/payment/resolve.html", context)
+
+
+@admin.register(Dispute)
+class DisputeAdmin(ReadOnlyAdmin):
+    list_display = ["gateway_id", "payment", "status", "outcome", "opened_at", "resolved_at"]
+    list_filter = ["status", "outcome"]
+    search_fields = ["=gateway_id", "payment__reference"]
 
 
 @admin.register(LedgerEntry)

@@ -96,6 +96,18 @@ class Payment(models.Model):
         FLAGGED = "flagged"
         REVERSED = "reversed"
 
+    class Attention(models.TextChoices):
+        """Why a person must look at the payment; empty when nobody needs to."""
+
+        NONE = "", "none"
+        MISMATCH = "mismatch", "amount, currency or reference differ from ours"
+        PAID_AFTER_CLOSE = "paid_after_close", "paid after voting closed: refund"
+        REFUND_UNCONFIRMED = "refund_unconfirmed", "a refund the gateway does not confirm"
+        REFUND_NEEDS_ATTENTION = (
+            "refund_needs_attention",
+            "the gateway says a refund needs attention",
+        )
+
     reference = models.CharField(max_length=64, unique=True)
     contestant = models.ForeignKey(Contestant, on_delete=models.PROTECT, related_name="payments")
     votes = models.IntegerField()
@@ -103,16 +115,32 @@ class Payment(models.Model):
     currency = models.CharField(max_length=3)
     email = models.EmailField()
     status = models.CharField(max_length=16, choices=Status, default=Status.PENDING)
-    gateway_id = models.BigIntegerField(null=True, blank=True, help_text="Paystack's id (64-bit).")
+    # NUMERIC(20): Paystack's ids are unsigned 64-bit, past what a signed BIGINT holds.
+    gateway_id = models.DecimalField(
+        max_digits=20, decimal_places=0, null=True, blank=True, help_text="Paystack's id."
+    )
     paid_at = models.DateTimeField(null=True, blank=True)
     verified_at = models.DateTimeField(null=True, blank=True)
     credited_at = models.DateTimeField(null=True, blank=True)
     reason = models.TextField(blank=True, help_text="Why it is flagged, failed or reversed.")
+    attention = models.CharField(max_length=32, choices=Attention, default="", blank=True)
+    # Set while a refund is recorded and not failed: the payment is then never credited.
+    refund_recorded_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        indexes = [models.Index(fields=["status", "created_at"], name="payment_status_created")]
+        indexes = [
+            models.Index(fields=["status", "created_at"], name="payment_status_created"),
+            models.Index(
+                fields=["attention"], condition=~Q(attention=""), name="payment_needs_attention"
+            ),
+            models.Index(
+                fields=["refund_recorded_at"],
+                condition=Q(refund_recorded_at__isnull=False),
+                name="payment_refund_recorded",
+            ),
+        ]
         constraints = [
             models.CheckConstraint(condition=Q(votes__gt=0), name="payment_votes_positive"),
             models.CheckConstraint(condition=Q(amount__gt=0), name="payment_amount_positive"),
@@ -125,10 +153,98 @@ class Payment(models.Model):
                 condition=Q(status="credited", credited_at__isnull=False) | ~Q(status="credited"),
                 name="payment_credited_has_time",
             ),
+            # A flagged payment always says why a person must look.
+            models.CheckConstraint(
+                condition=~Q(status="flagged") | ~Q(attention=""),
+                name="payment_flagged_has_attention",
+            ),
         ]
 
     def __str__(self) -> str:
         return self.reference
+
+
+class Refund(models.Model):
+    """A refund the gateway told us about, recorded the moment its event arrives.
+
+    Refund events carry no id of their own until `refund.processed` (`refund_reference`), so a
+    row starts without one and takes it when an event brings it.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        PROCESSING = "processing"
+        PROCESSED = "processed"
+        FAILED = "failed"
+        NEEDS_ATTENTION = "needs-attention"
+
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="refunds")
+    refund_reference = models.CharField(max_length=64, blank=True)
+    amount = models.BigIntegerField(null=True, blank=True, help_text="Minor units, as reported.")
+    currency = models.CharField(max_length=3, blank=True)
+    status = models.CharField(max_length=16, choices=Status)
+    recorded_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    confirmed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the gateway confirmed the money went back."
+    )
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["payment", "refund_reference"],
+                condition=~Q(refund_reference=""),
+                name="refund_reference_once_per_payment",
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    status__in=["pending", "processing", "processed", "failed", "needs-attention"]
+                ),
+                name="refund_status_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"refund {self.refund_reference or '(no reference yet)'} {self.status}"
+
+
+class Dispute(models.Model):
+    """A chargeback: open while the card holder's bank decides; the votes stay counted until
+    the gateway reports the charge reversed."""
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        RESOLVED = "resolved"
+
+    class Outcome(models.TextChoices):
+        UNDECIDED = "", "undecided"
+        VOTES_STAND = "votes_stand", "resolved; the charge stands and so do the votes"
+        REVERSED = "reversed", "lost; the charge was reversed and the votes taken back"
+
+    gateway_id = models.CharField(max_length=64, unique=True, help_text="Paystack's dispute id.")
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="disputes")
+    status = models.CharField(max_length=16, choices=Status, default=Status.OPEN)
+    resolution = models.CharField(
+        max_length=64, blank=True, help_text="The gateway's word, e.g. merchant-accepted."
+    )
+    outcome = models.CharField(max_length=16, choices=Outcome, default="", blank=True)
+    opened_at = models.DateTimeField(auto_now_add=True)
+    reminded_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["payment"], condition=Q(status="open"), name="dispute_open"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["open", "resolved"]), name="dispute_status_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"dispute {self.gateway_id} ({self.status})"
 
 
 class PaymentTransition(models.Model):
@@ -138,6 +254,9 @@ class PaymentTransition(models.Model):
     from_status = models.CharField(max_length=16)
     to_status = models.CharField(max_length=16)
     reason = models.TextField(blank=True)
+    actor = models.CharField(
+        max_length=150, blank=True, help_text="Who decided, when a person did; empty: tally."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -2,10 +2,10 @@
 
 from datetime import datetime
 
-from django.db.models import F, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 
-from ledger.models import Contest, Contestant, LedgerEntry, Payment
+from ledger.models import Contest, Contestant, Dispute, LedgerEntry, Payment
 
 
 def contestants_out_of_balance() -> QuerySet[Contestant]:
@@ -24,15 +24,24 @@ def contestants_out_of_balance() -> QuerySet[Contestant]:
     )
 
 
-def pending_payments(
+def payments_to_reconcile(
     *, created_before: datetime, created_after: datetime | None = None
 ) -> QuerySet[Payment]:
-    """Pending payments created in the window, the least recently verified first, so payments
-    that stay pending for hours (abandoned checkouts) never starve newer ones of a check."""
+    """Payments reconciliation looks at, the least recently verified first (so payments that
+    stay open for hours never starve newer ones of a check):
+
+    - pending, created in the window;
+    - with a refund recorded (before `created_before`) that the gateway has not confirmed.
+    """
     window = Q(created_at__lt=created_before)
     if created_after is not None:
         window &= Q(created_at__gte=created_after)
-    return Payment.objects.filter(window, status=Payment.Status.PENDING).order_by(
+    pending = window & Q(status=Payment.Status.PENDING, refund_recorded_at__isnull=True)
+    refunding = Q(
+        refund_recorded_at__lt=created_before,
+        status__in=[Payment.Status.PENDING, Payment.Status.CREDITED, Payment.Status.FLAGGED],
+    )
+    return Payment.objects.filter(pending | refunding).order_by(
         F("verified_at").asc(nulls_first=True), "created_at"
     )
 
@@ -45,13 +54,45 @@ def open_contest(*, now: datetime) -> Contest | None:
 
 
 def contestants_of(*, contest: Contest | None) -> QuerySet[Contestant]:
-    """A contest's contestants in a stable order (by id); none when there is no contest.
+    """A contest's contestants in a stable order (by id) with `votes` and
+    `votes_under_dispute` (credited votes whose payment has an open chargeback); none when
+    there is no contest.
 
     Taking `None` lets a view pass `open_contest(...)` straight through when voting is closed.
     """
+    disputed = (
+        Payment.objects.filter(contestant=OuterRef("pk"), status=Payment.Status.CREDITED)
+        .filter(Exists(Dispute.objects.filter(payment=OuterRef("pk"), status=Dispute.Status.OPEN)))
+        .values("contestant")
+        .annotate(total=Sum("votes"))
+        .values("total")
+    )
+    contestants = Contestant.objects.with_votes().annotate(
+        votes_under_dispute=Coalesce(Subquery(disputed), 0)
+    )
     if contest is None:
-        return Contestant.objects.with_votes().none()
-    return contest.contestants.with_votes().order_by("id")
+        return contestants.none()
+    return contestants.filter(contest=contest).order_by("id")
+
+
+def latest_dispute(payment: Payment) -> Dispute | None:
+    return payment.disputes.order_by("-opened_at", "-id").first()
+
+
+def open_disputes() -> int:
+    """Payments under an open chargeback now."""
+    return Dispute.objects.filter(status=Dispute.Status.OPEN).values("payment").distinct().count()
+
+
+def needing_attention() -> dict[str, int]:
+    """{reason: payments a person has not decided about yet} (the partial index serves it)."""
+    rows = (
+        Payment.objects.exclude(attention=Payment.Attention.NONE)
+        .values("attention")
+        .annotate(count=Count("pk"))
+        .order_by()
+    )
+    return {row["attention"]: row["count"] for row in rows}
 
 
 def payment_with_contestant(*, reference: str) -> Payment | None:

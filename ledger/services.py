@@ -1,4 +1,10 @@
-"""Every write that moves money or votes. Callers ask the gateway first and pass its answer in."""
+"""Every write that moves money status or votes. Callers ask the gateway first and pass its
+answer in; each function here locks the payment row, re-checks, writes, and returns.
+
+The rules (docs/contract.md, payment statuses): credit only on the gateway's verified success
+with our amount and currency; never credit while a refund is recorded; a `failed` payment is
+not final for money; take votes back once when the gateway confirms the charge reversed.
+"""
 
 import logging
 import secrets
@@ -11,12 +17,22 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from ledger.models import Contestant, LedgerEntry, Payment, PaymentTransition, VoteShard
-from paystack.types import Verification
+from ledger.models import (
+    Contestant,
+    Dispute,
+    LedgerEntry,
+    Payment,
+    PaymentTransition,
+    Refund,
+    VoteShard,
+)
+from paystack.types import RefundNotice, Verification
 
 logger = logging.getLogger(__name__)
 
 REFERENCE_PREFIX = "tly-"
+PAID_AFTER_FAILED = "paid after it was closed as failed"
+PAID_AFTER_CLOSE = "paid after voting closed: refund"
 
 
 class VotingClosed(Exception):
@@ -40,9 +56,12 @@ class Settlement:
 
 # Which payments a gateway verdict can still change. Callers check these before asking the
 # gateway (a settled payment costs one SELECT, not a call); the services check them again
-# under the row lock, which is what makes it exactly once.
-AWAITING_SETTLEMENT = frozenset({Payment.Status.PENDING})
-AWAITING_REVERSAL = frozenset({Payment.Status.PENDING, Payment.Status.CREDITED})
+# under the row lock, which is what makes it exactly once. `failed` is not final for money:
+# a payer can still complete an abandoned checkout, so a success for it is verified again.
+AWAITING_SETTLEMENT = frozenset({Payment.Status.PENDING, Payment.Status.FAILED})
+AWAITING_REVERSAL = frozenset(
+    {Payment.Status.PENDING, Payment.Status.CREDITED, Payment.Status.FLAGGED}
+)
 
 
 def new_reference() -> str:
@@ -66,87 +85,45 @@ def create_payment(*, contestant: Contestant, votes: int, email: str) -> Payment
     )
 
 
+# --- settling a charge ----------------------------------------------------------------------
+
+
 def settle_payment(*, reference: str, verification: Verification) -> Settlement:
-    """Apply the gateway's verdict to a pending payment once; a settled payment is left as is."""
+    """Apply the gateway's verdict on a charge once; a settled payment is left as is."""
     # savepoint=False: inside a caller's transaction (a task recording its delivery with the
     # credit) all of it commits or rolls back together, without a savepoint's extra round trips.
     with transaction.atomic(savepoint=False):
         # The row lock serialises every delivery, callback, replay and reconcile of this
         # reference: whoever comes second sees the status the first one committed.
-        payment = Payment.objects.select_for_update().get(reference=reference)
+        payment = _locked(reference)
         if payment.status not in AWAITING_SETTLEMENT:
             return Settlement(Outcome.ALREADY_SETTLED, payment)
         payment.verified_at = timezone.now()
+        if payment.status == Payment.Status.FAILED:
+            return _settle_failed(payment, verification)
+        if verification.status == "reversed":
+            return _reverse_locked(payment, "reversed before it was credited")
+        if payment.refund_recorded_at is not None:
+            # A refund is on record: the money is going back, so it never counts. The refund's
+            # own confirmation (verify says reversed) closes the payment.
+            return Settlement(Outcome.STILL_PENDING, payment)
         if verification.status == "success":
-            return _credit_or_flag(payment, verification)
+            return _credit_or_flag(payment, verification, reason="")
         if verification.status == "failed":
             return _finish(payment, Payment.Status.FAILED, "the gateway says the charge failed")
-        if verification.status == "reversed":
-            return _finish(payment, Payment.Status.REVERSED, "reversed before it was credited")
         if verification.status == "abandoned" and is_expired(payment):
             return _finish(payment, Payment.Status.FAILED, "abandoned and expired")
         return Settlement(Outcome.STILL_PENDING, payment)
 
 
-def reverse_payment(*, reference: str, verification: Verification) -> Settlement:
-    """Take a refunded payment's votes back once; a pending one is closed with no votes."""
-    with transaction.atomic(savepoint=False):
-        payment = Payment.objects.select_for_update().get(reference=reference)
-        if verification.status != "reversed":
-            # The gateway is the truth: a refund event it does not confirm changes nothing.
-            return Settlement(Outcome.STILL_PENDING, payment)
-        if payment.status not in AWAITING_REVERSAL:
-            return Settlement(Outcome.ALREADY_SETTLED, payment)
-        if payment.status == Payment.Status.PENDING:
-            # The refund arrived first: closing the payment now stops any later credit.
-            return _finish(payment, Payment.Status.REVERSED, "refunded before it was credited")
-        LedgerEntry.objects.create(
-            payment=payment,
-            contestant_id=payment.contestant_id,
-            kind=LedgerEntry.Kind.REVERSAL,
-            votes=-payment.votes,
-        )
-        _move_votes(payment, -payment.votes)
-        return _finish(payment, Payment.Status.REVERSED, "refunded")
+def _settle_failed(payment: Payment, verification: Verification) -> Settlement:
+    """A payment we closed as failed that the gateway now reports paid still counts."""
+    if verification.status != "success" or payment.refund_recorded_at is not None:
+        return Settlement(Outcome.ALREADY_SETTLED, payment)
+    return _credit_or_flag(payment, verification, reason=PAID_AFTER_FAILED)
 
 
-def expire_payment(*, reference: str, reason: str) -> Settlement:
-    """Close a payment the gateway never saw paid (never initialised, or long abandoned)."""
-    with transaction.atomic():
-        payment = Payment.objects.select_for_update().get(reference=reference)
-        if payment.status != Payment.Status.PENDING:
-            return Settlement(Outcome.ALREADY_SETTLED, payment)
-        return _finish(payment, Payment.Status.FAILED, reason)
-
-
-def claim_for_reconcile(*, reference: str, now: datetime) -> bool:
-    """Stamp `verified_at` on a pending payment nobody verified recently; True if we won.
-
-    One conditional UPDATE: two reconcile runs at once (two beat replicas, or the command
-    beside beat) never verify the same payment twice in one round.
-    """
-    return bool(
-        Payment.objects.filter(
-            Q(verified_at__isnull=True) | Q(verified_at__lt=recently_verified_since(now)),
-            reference=reference,
-            status=Payment.Status.PENDING,
-        ).update(verified_at=now)
-    )
-
-
-def recently_verified_since(now: datetime) -> datetime:
-    """A pending payment verified after this is skipped by reconciliation: another run (a
-    second beat, or the command beside beat) asked the gateway about it moments ago."""
-    return now - timedelta(seconds=min(settings.RECONCILE_AFTER_SECONDS, 60))
-
-
-def is_expired(payment: Payment) -> bool:
-    """True once a payment has had PAYMENT_EXPIRES_AFTER_SECONDS to be paid."""
-    age_limit = timedelta(seconds=settings.PAYMENT_EXPIRES_AFTER_SECONDS)
-    return payment.created_at <= timezone.now() - age_limit
-
-
-def _credit_or_flag(payment: Payment, verification: Verification) -> Settlement:
+def _credit_or_flag(payment: Payment, verification: Verification, *, reason: str) -> Settlement:
     payment.gateway_id = verification.gateway_id
     payment.paid_at = verification.paid_at
     mismatches = [
@@ -159,18 +136,322 @@ def _credit_or_flag(payment: Payment, verification: Verification) -> Settlement:
         if ours != theirs
     ]
     if mismatches:
-        return _finish(payment, Payment.Status.FLAGGED, "; ".join(mismatches))
+        return _flag(payment, Payment.Attention.MISMATCH, "; ".join(mismatches))
+    paid_at = verification.paid_at or payment.verified_at or timezone.now()
+    if paid_at >= payment.contestant.contest.closes_at:
+        return _flag(payment, Payment.Attention.PAID_AFTER_CLOSE, PAID_AFTER_CLOSE)
+    return _credit(payment, reason=reason)
+
+
+def _credit(payment: Payment, *, reason: str, actor: str = "") -> Settlement:
     LedgerEntry.objects.create(
         payment=payment,
         contestant_id=payment.contestant_id,
         kind=LedgerEntry.Kind.CREDIT,
         votes=payment.votes,
     )
-    payment.credited_at = payment.verified_at
-    settlement = _finish(payment, Payment.Status.CREDITED, "")
+    payment.credited_at = payment.verified_at or timezone.now()
+    payment.attention = Payment.Attention.NONE
+    settlement = _finish(payment, Payment.Status.CREDITED, reason, actor=actor)
     # Last statement before COMMIT: the shard row stays locked as briefly as possible.
     _move_votes(payment, payment.votes)
     return settlement
+
+
+def _flag(payment: Payment, attention: Payment.Attention, reason: str) -> Settlement:
+    payment.attention = attention
+    return _finish(payment, Payment.Status.FLAGGED, reason)
+
+
+# --- taking votes back ----------------------------------------------------------------------
+
+
+def reverse_payment(
+    *,
+    reference: str,
+    verification: Verification,
+    refund_confirmed: bool = False,
+    reason: str = "refunded",
+) -> Settlement:
+    """Take a payment's votes back once the gateway confirms the charge reversed.
+
+    Confirmed means verify says `reversed`, or (`refund_confirmed`) the gateway's own refund
+    record says processed (a partial refund leaves verify at `success`; all of the payment's
+    votes still go back: no vote stands on money that went back). Unconfirmed changes nothing.
+    """
+    with transaction.atomic(savepoint=False):
+        payment = _locked(reference)
+        if verification.status != "reversed" and not refund_confirmed:
+            # The gateway is the truth: a refund it does not confirm changes nothing yet.
+            return Settlement(Outcome.STILL_PENDING, payment)
+        if payment.status not in AWAITING_REVERSAL:
+            return Settlement(Outcome.ALREADY_SETTLED, payment)
+        return _reverse_locked(payment, reason)
+
+
+def _reverse_locked(payment: Payment, reason: str, *, actor: str = "") -> Settlement:
+    """Close a locked payment as reversed; a credited one gives its votes back once."""
+    payment.refunds.exclude(status=Refund.Status.FAILED).filter(confirmed_at=None).update(
+        confirmed_at=timezone.now()
+    )
+    was_credited = payment.status == Payment.Status.CREDITED
+    if was_credited:
+        LedgerEntry.objects.create(
+            payment=payment,
+            contestant_id=payment.contestant_id,
+            kind=LedgerEntry.Kind.REVERSAL,
+            votes=-payment.votes,
+        )
+    payment.attention = Payment.Attention.NONE
+    settlement = _finish(payment, Payment.Status.REVERSED, reason, actor=actor)
+    if was_credited:
+        _move_votes(payment, -payment.votes)
+    return settlement
+
+
+# --- refunds ----------------------------------------------------------------------------------
+
+
+_REFUND_STAGE = {
+    Refund.Status.PENDING: 0,
+    Refund.Status.PROCESSING: 1,
+    Refund.Status.NEEDS_ATTENTION: 2,
+    Refund.Status.PROCESSED: 3,
+    Refund.Status.FAILED: 3,
+}
+_FINAL_REFUND = frozenset({Refund.Status.PROCESSED, Refund.Status.FAILED})
+
+
+def record_refund(*, reference: str, notice: RefundNotice) -> Refund:
+    """Record a refund event on its payment at once (no gateway call).
+
+    While a refund is recorded (and not failed) the payment is never credited; `failed`
+    clears the record; `needs-attention` asks a person to look.
+    """
+    with transaction.atomic(savepoint=False):
+        payment = _locked(reference)
+        refund = _refund_for(payment, notice)
+        refund.status = _later_refund_status(refund.status, notice.status)
+        refund.refund_reference = refund.refund_reference or notice.refund_reference
+        refund.amount = notice.amount if notice.amount is not None else refund.amount
+        refund.currency = refund.currency or notice.currency
+        refund.save()
+        open_refunds = payment.refunds.exclude(status=Refund.Status.FAILED)
+        payment.refund_recorded_at = (
+            (payment.refund_recorded_at or timezone.now()) if open_refunds.exists() else None
+        )
+        payment.save(update_fields=["refund_recorded_at", "updated_at"])
+        if notice.status == Refund.Status.NEEDS_ATTENTION:
+            _needs_attention(
+                payment,
+                Payment.Attention.REFUND_NEEDS_ATTENTION,
+                "the gateway says a refund needs attention",
+            )
+        logger.info(
+            "refund recorded",
+            extra={"reference": reference, "outcome": refund.status, "refund": refund.pk},
+        )
+        return refund
+
+
+def _refund_for(payment: Payment, notice: RefundNotice) -> Refund:
+    """The refund this event is about.
+
+    With a reference: the refund that has it, else the open one still without one (its
+    earlier events carried none). Without one (pending, processing): the latest refund not
+    failed, which a late event of a refund that already went through also finds. Else new.
+    """
+    refunds = list(payment.refunds.all())
+    if notice.refund_reference:
+        for refund in refunds:
+            if refund.refund_reference == notice.refund_reference:
+                return refund
+        for refund in reversed(refunds):
+            if not refund.refund_reference and refund.status not in _FINAL_REFUND:
+                return refund
+        return Refund(payment=payment)
+    for refund in reversed(refunds):
+        if refund.status != Refund.Status.FAILED:
+            return refund
+    return Refund(payment=payment)
+
+
+def _later_refund_status(current: str, new: str) -> str:
+    """Events of one refund arrive in any order: a later stage never steps back to an earlier
+    one, and a refund that ended one way does not end the other way on a late event."""
+    if not current:
+        return new
+    if current in _FINAL_REFUND:
+        return current
+    return (
+        new
+        if _REFUND_STAGE[Refund.Status(new)] >= _REFUND_STAGE[Refund.Status(current)]
+        else current
+    )
+
+
+def flag_unconfirmed_refund(*, reference: str) -> Settlement:
+    """A recorded refund the gateway has not confirmed within PAYMENT_EXPIRES_AFTER_SECONDS:
+    a person decides. A credited payment keeps its votes (the gateway still says paid)."""
+    with transaction.atomic(savepoint=False):
+        payment = _locked(reference)
+        if payment.refund_recorded_at is None or payment.status == Payment.Status.REVERSED:
+            return Settlement(Outcome.ALREADY_SETTLED, payment)
+        return _needs_attention(
+            payment,
+            Payment.Attention.REFUND_UNCONFIRMED,
+            "a refund was reported that the gateway has not confirmed",
+        )
+
+
+def _needs_attention(payment: Payment, attention: Payment.Attention, reason: str) -> Settlement:
+    """Ask a person to look. An uncredited payment is flagged (no votes while flagged); a
+    credited one keeps its status and votes, marked for attention."""
+    if payment.status in (Payment.Status.PENDING, Payment.Status.FAILED):
+        return _flag(payment, attention, reason)
+    if payment.status in (Payment.Status.CREDITED, Payment.Status.FLAGGED):
+        payment.attention = attention
+        payment.reason = reason
+        payment.save(update_fields=["attention", "reason", "updated_at"])
+        return Settlement(Outcome.FLAGGED, payment)
+    return Settlement(Outcome.ALREADY_SETTLED, payment)
+
+
+# --- disputes ---------------------------------------------------------------------------------
+
+
+def open_dispute(*, reference: str, dispute_id: str, reminded: bool) -> Dispute:
+    """A chargeback was opened (or reminded): the votes stay counted, shown as under dispute.
+
+    A dispute already resolved (its resolve event came first) stays resolved.
+    """
+    with transaction.atomic(savepoint=False):
+        payment = _locked(reference)
+        dispute, _ = Dispute.objects.get_or_create(
+            gateway_id=dispute_id, defaults={"payment": payment}
+        )
+        if reminded and dispute.status == Dispute.Status.OPEN:
+            dispute.reminded_at = timezone.now()
+            dispute.save(update_fields=["reminded_at"])
+        return dispute
+
+
+def resolve_dispute(
+    *, reference: str, dispute_id: str, resolution: str, verification: Verification
+) -> Settlement:
+    """Close a chargeback on the gateway's verdict: reversed → the votes go back once;
+    otherwise the votes stand. A repeated resolve changes nothing."""
+    with transaction.atomic(savepoint=False):
+        payment = _locked(reference)
+        dispute, _ = Dispute.objects.get_or_create(
+            gateway_id=dispute_id, defaults={"payment": payment}
+        )
+        if dispute.status == Dispute.Status.RESOLVED:
+            return Settlement(Outcome.ALREADY_SETTLED, payment)
+        dispute.status = Dispute.Status.RESOLVED
+        dispute.resolution = resolution[:64]
+        dispute.resolved_at = timezone.now()
+        if verification.status == "reversed":
+            dispute.outcome = Dispute.Outcome.REVERSED
+            dispute.save()
+            if payment.status not in AWAITING_REVERSAL:
+                return Settlement(Outcome.ALREADY_SETTLED, payment)
+            return _reverse_locked(payment, "chargeback lost")
+        dispute.outcome = Dispute.Outcome.VOTES_STAND
+        dispute.save()
+        return Settlement(Outcome.ALREADY_SETTLED, payment)
+
+
+# --- a person decides -------------------------------------------------------------------------
+
+
+class Decision(StrEnum):
+    CREDIT = "credit"  # credit anyway: the money is ours and the votes count
+    REFUNDED = "refunded"  # the money went back: no votes
+    KEEP = "keep"  # a credited payment keeps its votes; nothing to refund
+
+
+class CannotResolve(Exception):
+    """The decision does not apply to the payment as it is now; the message says why."""
+
+
+def resolve_attention(*, reference: str, decision: Decision, actor: str, note: str) -> Settlement:
+    """Apply a person's decision on a payment that needs attention, recording who and why."""
+    if not actor or not note.strip():
+        raise CannotResolve("say who decides and why")
+    with transaction.atomic():  # a savepoint: a refusal leaves a caller's transaction usable
+        payment = _locked(reference)
+        if payment.attention == Payment.Attention.NONE:
+            raise CannotResolve(f"{reference} does not need attention (it is {payment.status})")
+        why = f"{decision.value} by {actor}: {note.strip()}"
+        if decision == Decision.REFUNDED:
+            return _reverse_locked(payment, why, actor=actor)
+        if decision == Decision.CREDIT and payment.status == Payment.Status.FLAGGED:
+            payment.verified_at = timezone.now()
+            return _credit(payment, reason=why, actor=actor)
+        if decision == Decision.KEEP and payment.status == Payment.Status.CREDITED:
+            payment.attention = Payment.Attention.NONE
+            return _finish(payment, Payment.Status.CREDITED, why, actor=actor)
+        raise CannotResolve(f"'{decision.value}' does not apply to a {payment.status} payment")
+
+
+# --- reconciliation -------------------------------------------------------------------------
+
+
+def claim_for_reconcile(*, reference: str, now: datetime) -> bool:
+    """Stamp `verified_at` on an open payment nobody verified recently; True if we won.
+
+    One conditional UPDATE: two reconcile runs at once (two beat replicas, or the command
+    beside beat) never verify the same payment twice in one round.
+    """
+    return bool(
+        Payment.objects.filter(
+            Q(verified_at__isnull=True) | Q(verified_at__lt=recently_verified_since(now)),
+            reference=reference,
+        ).update(verified_at=now)
+    )
+
+
+def recently_verified_since(now: datetime) -> datetime:
+    """A payment verified after this is skipped by reconciliation: another run (a second
+    beat, or the command beside beat) asked the gateway about it moments ago."""
+    return now - timedelta(seconds=min(settings.RECONCILE_AFTER_SECONDS, 60))
+
+
+def expire_payment(*, reference: str, reason: str) -> Settlement:
+    """Close a payment the gateway never saw paid (never initialised, or long abandoned)."""
+    with transaction.atomic():
+        payment = _locked(reference)
+        if payment.status != Payment.Status.PENDING:
+            return Settlement(Outcome.ALREADY_SETTLED, payment)
+        return _finish(payment, Payment.Status.FAILED, reason)
+
+
+def is_expired(payment: Payment) -> bool:
+    """True once a payment has had PAYMENT_EXPIRES_AFTER_SECONDS to be paid."""
+    return payment.created_at <= expiry_cutoff()
+
+
+def refund_overdue(payment: Payment) -> bool:
+    """True once a recorded refund has had PAYMENT_EXPIRES_AFTER_SECONDS to be confirmed."""
+    recorded = payment.refund_recorded_at
+    return recorded is not None and recorded <= expiry_cutoff()
+
+
+def expiry_cutoff() -> datetime:
+    return timezone.now() - timedelta(seconds=settings.PAYMENT_EXPIRES_AFTER_SECONDS)
+
+
+# --- the writes every path shares -----------------------------------------------------------
+
+
+def _locked(reference: str) -> Payment:
+    """The payment row, locked until the transaction ends, with its contest (no lock on it)."""
+    return (
+        Payment.objects.select_for_update(of=("self",))
+        .select_related("contestant__contest")
+        .get(reference=reference)
+    )
 
 
 # An atomic increment like F("votes") + n, on the payment's shard, creating the row the first
@@ -182,14 +463,24 @@ DO UPDATE SET votes = {VoteShard._meta.db_table}.votes + EXCLUDED.votes
 """
 
 
+class LedgerOutOfBalance(Exception):
+    """A vote move found no shard row to move: writing the entry would unbalance the ledger."""
+
+
 def _move_votes(payment: Payment, votes: int) -> None:
     shard = VoteShard.shard_of(payment.pk)
     if votes < 0:
         # A reversal: its credit created this shard row, and PostgreSQL checks a proposed
         # INSERT's constraints before ON CONFLICT, so a negative upsert would be refused.
-        VoteShard.objects.filter(contestant_id=payment.contestant_id, shard=shard).update(
+        moved = VoteShard.objects.filter(contestant_id=payment.contestant_id, shard=shard).update(
             votes=F("votes") + votes
         )
+        if moved != 1:
+            # Raising rolls the reversal entry back with it: never an entry without its votes.
+            raise LedgerOutOfBalance(
+                f"no vote shard {shard} of contestant {payment.contestant_id} to take "
+                f"{-votes} votes from for {payment.reference}"
+            )
         return
     with connection.cursor() as cursor:
         cursor.execute(_ADD_TO_SHARD, [payment.contestant_id, shard, votes])
@@ -206,6 +497,7 @@ _OUTCOME_OF_STATUS = {
 _SETTLED_FIELDS = [
     "status",
     "reason",
+    "attention",
     "gateway_id",
     "paid_at",
     "verified_at",
@@ -214,10 +506,12 @@ _SETTLED_FIELDS = [
 ]
 
 
-def _finish(payment: Payment, status: Payment.Status, reason: str) -> Settlement:
+def _finish(
+    payment: Payment, status: Payment.Status, reason: str, *, actor: str = ""
+) -> Settlement:
     """Move a locked payment to `status`, recording the step in its history."""
     PaymentTransition.objects.create(
-        payment=payment, from_status=payment.status, to_status=status, reason=reason
+        payment=payment, from_status=payment.status, to_status=status, reason=reason, actor=actor
     )
     payment.status = status
     payment.reason = reason

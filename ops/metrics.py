@@ -14,6 +14,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from config.metrics import multiprocess_dir
+from ledger.models import Payment
+from ledger.selectors import needing_attention, open_disputes
 from tasks.broker import queue_depth, queue_names
 from webhooks.models import Delivery
 
@@ -57,7 +59,30 @@ class LiveStateCollector:
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         yield from self._deliveries()
+        yield from self._payments()
         yield self._queue_depths()
+
+    def _payments(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            disputes, attention = open_disputes(), needing_attention()
+        except DatabaseError as exc:
+            logger.warning(
+                "payment gauges unavailable; samples skipped",
+                extra={"error": f"{type(exc).__name__}: {exc}"[:200]},
+            )
+            return
+        yield GaugeMetricFamily(
+            "tally_disputes_open", "Payments under an open chargeback now.", value=disputes
+        )
+        needing = GaugeMetricFamily(
+            "tally_payments_needing_attention",
+            "Payments waiting for a person's decision, by reason.",
+            labels=["reason"],
+        )
+        for reason in Payment.Attention.values:
+            if reason:
+                needing.add_metric([reason], attention.get(reason, 0))
+        yield needing
 
     def _deliveries(self) -> Iterator[GaugeMetricFamily]:
         try:

@@ -33,3 +33,25 @@ class Initialization:
     authorization_url: str
     access_code: str
     reference: str
+
+
+@dataclass(frozen=True)
+class RefundNotice:
+    """What a refund webhook said (docs/paystack.md §3). Untrusted: recorded, never a verdict.
+
+    `refund_reference` is empty in refund.pending and refund.processing; `amount` is in minor
+    units (the event may send it as a string).
+    """
+
+    status: str  # pending, processing, processed, failed or needs-attention
+    refund_reference: str = ""
+    amount: int | None = None
+    currency: str = ""
+
+
+@dataclass(frozen=True)
+class DisputeNotice:
+    """What a charge.dispute.* webhook said: which dispute, and how it was resolved."""
+
+    dispute_id: str
+    resolution: str = ""  # on .resolve, the gateway's word, e.g. merchant-accepted, declined

@@ -9,7 +9,7 @@ from django.db import transaction
 from config.celery_app import PUBLISH_ERRORS
 from paystack.errors import GatewayRejected, GatewayUnavailable
 from tasks.handlers import HANDLERS
-from tasks.retry import GatewayTask
+from tasks.retry import GatewayTask, VerdictPending
 from webhooks.models import Delivery
 
 logger = logging.getLogger(__name__)
@@ -58,8 +58,8 @@ def process_delivery(self: GatewayTask, delivery_id: int) -> str:
     2. Look up what its event type does; a type we do not act on is `ignored`.
     3. Run the handler: it verifies with the gateway outside any lock, then settles and marks
        the delivery processed in one transaction.
-    4. A gateway outage gives the lease back and retries with backoff, until it gives up
-       (`failed`); a refusal fails the delivery at once.
+    4. A gateway outage (or a verdict the gateway has not reached yet) gives the lease back
+       and retries with backoff, until it gives up; a refusal fails the delivery at once.
     """
     delivery = Delivery.objects.claim(delivery_id, lease_seconds=settings.STUCK_AFTER_SECONDS)
     if delivery is None:
@@ -78,13 +78,11 @@ def process_delivery(self: GatewayTask, delivery_id: int) -> str:
 
     try:
         outcome = handler(delivery, record)
-    except GatewayUnavailable as exc:
-        error = str(exc)
+    except (GatewayUnavailable, VerdictPending) as exc:
+        reason, error = exc, str(exc)
         return self.retry_or_give_up(
             exc,
-            give_up=lambda: _finish(
-                delivery, Delivery.Status.FAILED, "gave up retrying", error=error
-            ),
+            give_up=lambda: _give_up(delivery, reason, error),
             before_retry=lambda countdown: Delivery.objects.requeue(
                 delivery_id,
                 error=error,
@@ -101,6 +99,16 @@ def process_delivery(self: GatewayTask, delivery_id: int) -> str:
     if outcome is None:
         return _finish(delivery, Delivery.Status.IGNORED, "reference is not ours")
     return Delivery.Status.PROCESSED
+
+
+def _give_up(delivery: Delivery, error: GatewayUnavailable | VerdictPending, text: str) -> str:
+    """Out of retries. An outage fails the delivery (replayable); a verdict still pending (a
+    refund the gateway does not confirm yet) is left to reconciliation, which looks again."""
+    if isinstance(error, VerdictPending):
+        return _finish(
+            delivery, Delivery.Status.PROCESSED, "unconfirmed; left to reconciliation", error=text
+        )
+    return _finish(delivery, Delivery.Status.FAILED, "gave up retrying", error=text)
 
 
 def _finish(delivery: Delivery, status: str, outcome: str, *, error: str = "") -> str:

@@ -1,4 +1,4 @@
-"""Reconciliation: ask the gateway about payments still pending, and settle them."""
+"""Reconciliation: ask the gateway about payments still open, and settle them."""
 
 import logging
 from collections.abc import Callable
@@ -11,9 +11,11 @@ from django.utils import timezone
 
 from ledger import services
 from ledger.models import Payment
-from ledger.selectors import pending_payments
+from ledger.selectors import payments_to_reconcile
 from paystack.errors import GatewayRejected, GatewayUnavailable, ReferenceNotFound
-from tasks.verification import count_outcome, settle_verified
+from tasks.locks import single_run
+from tasks.retry import VerdictPending
+from tasks.verification import confirm_reversal, count_outcome, settle_verified
 
 logger = logging.getLogger(__name__)
 
@@ -35,18 +37,18 @@ def reconcile_payments(
     limit: int | None = None,
     on_progress: Callable[[ReconcileReport], None] | None = None,
 ) -> ReconcileReport:
-    """Verify and settle pending payments created in the window.
+    """Verify and settle open payments: pending ones created in the window, and refunds on
+    record that the gateway has not confirmed yet.
 
-    1. List pending payments in the window, the least recently verified first.
+    1. List them, the least recently verified first.
     2. Claim each (ledger.services.claim_for_reconcile); one another run claimed is skipped.
-    3. Verify and settle it; an unknown reference past its expiry is closed as failed.
+    3. A charge: verify and settle it; an unknown reference past its expiry is closed failed.
+    4. A refund: take the votes back once the gateway confirms it; unconfirmed past the
+       expiry, a person is asked to decide.
     """
     report = ReconcileReport()
-    references = list(
-        pending_payments(created_before=created_before, created_after=created_after).values_list(
-            "reference", flat=True
-        )[:limit]
-    )
+    payments = payments_to_reconcile(created_before=created_before, created_after=created_after)
+    references = list(payments.values_list("reference", flat=True)[:limit])
     for reference in references:
         if not services.claim_for_reconcile(reference=reference, now=timezone.now()):
             continue
@@ -57,18 +59,14 @@ def reconcile_payments(
 
 
 def _reconcile_one(reference: str) -> str:
+    payment = Payment.objects.get(reference=reference)
     try:
-        return settle_verified(reference) or "not_ours"
-    except ReferenceNotFound:
-        payment = Payment.objects.get(reference=reference)
-        if services.is_expired(payment):
-            reason = "never paid: the gateway has no such transaction"
-            settlement = services.expire_payment(reference=reference, reason=reason)
-            return count_outcome(settlement.outcome, settlement.payment)
-        return "not_found"
+        if payment.refund_recorded_at is not None:
+            return _reconcile_refund(payment)
+        return _reconcile_charge(payment)
     except GatewayRejected as exc:
         # A refusal for one payment (e.g. a 401 while a key is being rotated) must not stop the
-        # rest of the run; the payment stays pending and is tried again next round.
+        # rest of the run; the payment stays open and is tried again next round.
         logger.error(
             "gateway refused the verify call",
             extra={"reference": reference, "outcome": "rejected", "error": str(exc)},
@@ -82,10 +80,35 @@ def _reconcile_one(reference: str) -> str:
         return "gateway_unavailable"
 
 
+def _reconcile_charge(payment: Payment) -> str:
+    try:
+        return settle_verified(payment.reference) or "not_ours"
+    except ReferenceNotFound:
+        if services.is_expired(payment):
+            reason = "never paid: the gateway has no such transaction"
+            settlement = services.expire_payment(reference=payment.reference, reason=reason)
+            return count_outcome(settlement.outcome, settlement.payment)
+        return "not_found"
+
+
+def _reconcile_refund(payment: Payment) -> str:
+    try:
+        return confirm_reversal(payment.reference, reason="refunded") or "not_ours"
+    except VerdictPending:
+        if services.refund_overdue(payment):
+            services.flag_unconfirmed_refund(reference=payment.reference)
+            return "refund_flagged"
+        return "refund_unconfirmed"
+
+
 @shared_task(name="tally.reconcile_pending_payments", acks_late=True)
 def reconcile_pending_payments(limit: int = 500) -> dict[str, int]:
-    """Beat: settle payments still pending after RECONCILE_AFTER_SECONDS."""
-    cutoff = timezone.now() - timedelta(seconds=settings.RECONCILE_AFTER_SECONDS)
-    report = reconcile_payments(created_before=cutoff, limit=limit)
+    """Beat: settle payments still open after RECONCILE_AFTER_SECONDS, one run at a time."""
+    with single_run("tally.reconcile") as taken:
+        if not taken:
+            logger.info("reconcile already running elsewhere", extra={"outcome": "skipped"})
+            return {}
+        cutoff = timezone.now() - timedelta(seconds=settings.RECONCILE_AFTER_SECONDS)
+        report = reconcile_payments(created_before=cutoff, limit=limit)
     logger.info("reconcile finished", extra={"checked": report.checked, **report.outcomes})
     return report.outcomes

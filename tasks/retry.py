@@ -20,6 +20,13 @@ BACKOFF_MAX_SECONDS = 600  # well under Redis' visibility timeout (3600 s)
 GiveUpResult = TypeVar("GiveUpResult")
 
 
+class VerdictPending(Exception):
+    """The gateway answered but has no final word yet (a refund verify does not show): ask
+    again later, on the same backoff as an outage."""
+
+    retry_after: float | None = None
+
+
 def backoff_seconds(retries: int, retry_after: float | None) -> float:
     """Exponential backoff with equal jitter (half fixed, half random), capped; a 429's
     Retry-After is the floor."""
@@ -41,7 +48,7 @@ class GatewayTask(Task):  # type: ignore[misc]
 
     def retry_or_give_up(
         self,
-        error: GatewayUnavailable,
+        error: GatewayUnavailable | VerdictPending,
         *,
         give_up: Callable[[], GiveUpResult],
         before_retry: Callable[[float], None] | None = None,

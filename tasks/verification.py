@@ -1,4 +1,4 @@
-"""Verify a payment with the gateway (outside any lock), then apply the verdict through
+"""Ask the gateway about a payment (outside any lock), then apply its verdict through
 ledger.services; and the callback's task that does just that."""
 
 import logging
@@ -14,28 +14,107 @@ from ledger.models import Payment
 from paystack.client import gateway
 from paystack.errors import GatewayUnavailable, ReferenceNotFound
 from paystack.types import Verification
-from tasks.retry import GatewayTask
+from tasks.retry import GatewayTask, VerdictPending
 
 logger = logging.getLogger(__name__)
 
 # Called with the outcome inside the transaction that applies it (a delivery marked processed
 # commits with its credit, or not at all).
 Recorder = Callable[[str], None]
-Apply = Callable[..., services.Settlement]
+Apply = Callable[[Verification], services.Settlement]
+
+
+def status_of(reference: str) -> str | None:
+    """The payment's status now, or None when the reference is not ours (one SELECT)."""
+    return Payment.objects.filter(reference=reference).values_list("status", flat=True).first()
 
 
 def settle_verified(reference: str, *, record: Recorder | None = None) -> str | None:
-    """Verify a reference and settle it. None if the reference is not ours."""
-    return _verify_then_apply(
-        reference, services.settle_payment, awaiting=services.AWAITING_SETTLEMENT, record=record
+    """Verify a reference and settle the charge. None if the reference is not ours.
+
+    A payment the verdict can no longer change is not verified again: a second delivery, the
+    callback or a replay costs one SELECT, not a gateway call.
+    """
+    status = status_of(reference)
+    if status is None:
+        return None
+    if status not in services.AWAITING_SETTLEMENT:
+        return _already_settled(record)
+    verification = ask_gateway(reference)
+    return _apply(
+        lambda v: services.settle_payment(reference=reference, verification=v),
+        verification,
+        record=record,
     )
 
 
-def reverse_verified(reference: str, *, record: Recorder | None = None) -> str | None:
-    """Verify a refunded reference and take its votes back once. None if it is not ours."""
-    return _verify_then_apply(
-        reference, services.reverse_payment, awaiting=services.AWAITING_REVERSAL, record=record
+def confirm_reversal(
+    reference: str, *, reason: str, record: Recorder | None = None, must_confirm: bool = True
+) -> str | None:
+    """Verify that the gateway reversed a charge and take the votes back once.
+
+    Confirmed: verify says `reversed`, or (a partial refund, or verify lagging) the gateway's
+    own refund record of the transaction says `processed`. Unconfirmed with `must_confirm`
+    raises VerdictPending (retry later); otherwise it counts `still_pending`. None if the
+    reference is not ours.
+    """
+    status = status_of(reference)
+    if status is None:
+        return None
+    if status not in services.AWAITING_REVERSAL:
+        return _already_settled(record)
+    verification = ask_gateway(reference)
+    refund_processed = verification.status != "reversed" and _refund_processed(verification)
+    confirmed = verification.status == "reversed" or refund_processed
+    if not confirmed and must_confirm:
+        count_outcome(services.Outcome.STILL_PENDING, None)
+        raise VerdictPending(f"the gateway does not confirm the reversal of {reference} yet")
+    return _apply(
+        lambda v: services.reverse_payment(
+            reference=reference, verification=v, refund_confirmed=refund_processed, reason=reason
+        ),
+        verification,
+        record=record,
     )
+
+
+def resolve_dispute_verified(
+    reference: str, *, dispute_id: str, resolution: str, record: Recorder
+) -> str | None:
+    """Verify a payment whose chargeback was resolved, then close the dispute on the verdict."""
+    if status_of(reference) is None:
+        return None
+    verification = ask_gateway(reference)
+    return _apply(
+        lambda v: services.resolve_dispute(
+            reference=reference, dispute_id=dispute_id, resolution=resolution, verification=v
+        ),
+        verification,
+        record=record,
+    )
+
+
+def _refund_processed(verification: Verification) -> bool:
+    """True when the gateway's refund record of the transaction says a refund went through."""
+    if verification.gateway_id is None:
+        return False
+    refunds = gateway().list_refunds(transaction_id=verification.gateway_id)
+    return any(refund.status == "processed" for refund in refunds)
+
+
+def _apply(apply: Apply, verification: Verification, *, record: Recorder | None) -> str:
+    with transaction.atomic():
+        settlement = apply(verification)
+        if record is not None:
+            record(settlement.outcome.value)
+    return count_outcome(settlement.outcome, settlement.payment)
+
+
+def _already_settled(record: Recorder | None) -> str:
+    outcome = count_outcome(services.Outcome.ALREADY_SETTLED, None)
+    if record is not None:
+        record(outcome)
+    return outcome
 
 
 def ask_gateway(reference: str) -> Verification:
@@ -65,39 +144,11 @@ def count_outcome(outcome: services.Outcome, payment: Payment | None) -> str:
     return outcome.value
 
 
-def _verify_then_apply(
-    reference: str,
-    apply: Apply,
-    *,
-    awaiting: frozenset[str],
-    record: Recorder | None,
-) -> str | None:
-    """Ask the gateway, then apply its answer; `record(outcome)` runs in the same transaction.
-
-    A payment the verdict can no longer change is not verified again: a second delivery, the
-    callback or a replay costs one SELECT, not a gateway call.
-    """
-    status = Payment.objects.filter(reference=reference).values_list("status", flat=True).first()
-    if status is None:
-        return None
-    if status not in awaiting:
-        outcome = count_outcome(services.Outcome.ALREADY_SETTLED, None)
-        if record is not None:
-            record(outcome)
-        return outcome
-    verification = ask_gateway(reference)
-    with transaction.atomic():
-        settlement = apply(reference=reference, verification=verification)
-        if record is not None:
-            record(settlement.outcome.value)
-    return count_outcome(settlement.outcome, settlement.payment)
-
-
 @shared_task(bind=True, base=GatewayTask, name="tally.verify_payment")
 def verify_payment(self: GatewayTask, reference: str) -> str | None:
     """The callback's work: the same verify-and-settle as a charge.success delivery.
 
-    Giving up leaves the payment pending: reconciliation verifies it later.
+    Giving up leaves the payment open: reconciliation verifies it later.
     """
     try:
         outcome = settle_verified(reference)

@@ -46,6 +46,11 @@ class PaymentFactory(factory.django.DjangoModelFactory):
     amount = factory.LazyAttribute(lambda p: p.votes * p.contestant.contest.price_per_vote)
     currency = "NGN"
     email = factory.Sequence(lambda n: f"fan{n}@example.com")
+    status = Payment.Status.PENDING
+    # The database insists a flagged payment says why a person must look.
+    attention = factory.LazyAttribute(
+        lambda p: Payment.Attention.MISMATCH if p.status == Payment.Status.FLAGGED else ""
+    )
 
 
 class DeliveryFactory(factory.django.DjangoModelFactory):

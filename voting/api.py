@@ -19,7 +19,12 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from ledger.models import Payment
-from ledger.selectors import contestants_of, open_contest, payment_with_contestant
+from ledger.selectors import (
+    contestants_of,
+    latest_dispute,
+    open_contest,
+    payment_with_contestant,
+)
 from ledger.services import VotingClosed
 from voting.checkout import CheckoutUnavailable, UnknownContestant, start_checkout
 
@@ -45,7 +50,7 @@ class Order:
 def api_contestants(request: HttpRequest) -> JsonResponse:
     """The open contest's contestants and totals; the page polls this for live numbers."""
     contestants = contestants_of(contest=open_contest(now=timezone.now()))
-    rows = contestants.values("id", "name", "slug", "votes")
+    rows = contestants.values("id", "name", "slug", "votes", "votes_under_dispute")
     return JsonResponse({"contestants": list(rows)})
 
 
@@ -103,8 +108,17 @@ def api_payment(request: HttpRequest, reference: str) -> JsonResponse:
             "currency": payment.currency,
             "contestant": payment.contestant_id,
             "credited_at": payment.credited_at.isoformat() if payment.credited_at else None,
+            "dispute": _dispute(payment),
         }
     )
+
+
+def _dispute(payment: Payment) -> dict[str, str] | None:
+    """The payment's latest chargeback, if it has one: its status and, once resolved, outcome."""
+    dispute = latest_dispute(payment)
+    if dispute is None:
+        return None
+    return {"status": dispute.status, "outcome": dispute.outcome}
 
 
 def parse_order(body: bytes) -> Order:

@@ -11,7 +11,13 @@ from django.views.decorators.http import require_GET
 
 from config.celery_app import PUBLISH_ERRORS
 from ledger.models import Payment
-from ledger.selectors import contestants_of, open_contest, payment_with_contestant
+from ledger.services import AWAITING_SETTLEMENT
+from ledger.selectors import (
+    contestants_of,
+    latest_dispute,
+    open_contest,
+    payment_with_contestant,
+)
 from tasks.verification import verify_payment
 from voting.api import MAX_VOTES
 
@@ -40,7 +46,8 @@ def payment_callback(request: HttpRequest) -> HttpResponse:
     payment = payment_with_contestant(reference=reference) if reference else None
     if payment is None:
         return _not_found(request, reference)
-    if payment.status == Payment.Status.PENDING:
+    # A failed payment too: the payer may have completed a checkout we had given up on.
+    if payment.status in AWAITING_SETTLEMENT:
         _enqueue_verification(payment.reference)
     return redirect("voting:payment-status", reference=payment.reference)
 
@@ -85,6 +92,7 @@ def payment_page(request: HttpRequest, reference: str) -> HttpResponse:
         "payment": payment,
         "amount": format_amount(payment.amount, payment.currency),
         "status_text": STATUS_WORDS[Payment.Status(payment.status)],
+        "dispute": latest_dispute(payment),
         "status_words": {status.value: words for status, words in STATUS_WORDS.items()},
     }
     return render(request, "voting/payment.html", context)

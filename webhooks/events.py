@@ -5,6 +5,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from paystack.types import DisputeNotice, RefundNotice
+
 
 class NotAnEvent(ValueError):
     """The body is not a Paystack event: the message says what is wrong, for a 400."""
@@ -98,3 +100,29 @@ def _text(value: object) -> str:
     if value is None or isinstance(value, dict | list | bool):
         return ""
     return str(value)
+
+
+def refund_notice(event: str, data: dict[str, Any]) -> RefundNotice:
+    """A refund event's facts: the stage is the event name's (refund.processed → processed)."""
+    return RefundNotice(
+        status=event.removeprefix("refund."),
+        refund_reference=_text(data.get("refund_reference"))[:64],
+        amount=_minor_units(data.get("amount")),
+        currency=_text(data.get("currency"))[:3],
+    )
+
+
+def dispute_notice(data: dict[str, Any]) -> DisputeNotice:
+    """A dispute event's facts; its id is `data.id` (a number or a string)."""
+    return DisputeNotice(
+        dispute_id=_text(data.get("id"))[:64], resolution=_text(data.get("resolution"))[:64]
+    )
+
+
+def _minor_units(value: object) -> int | None:
+    """An amount sent as an integer or an all-digit string (docs/paystack.md §7); else None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None

@@ -5,6 +5,7 @@ methods of the queryset: claim, finish, requeue, mark unsent, queue again.
 """
 
 from datetime import timedelta
+from typing import Any
 
 from django.db import models
 from django.db.models import Q
@@ -53,6 +54,12 @@ class DeliveryQuerySet(models.QuerySet["Delivery"]):
             last_error=error,
             stale_after=timezone.now() + timedelta(seconds=not_before_seconds),
         )
+
+    def data_of(self, delivery_id: int) -> dict[str, Any]:
+        """The event's `data` object as stored (the claim does not read the body)."""
+        payload = self.filter(pk=delivery_id).values_list("payload", flat=True).get()
+        data = payload.get("data") if isinstance(payload, dict) else None
+        return data if isinstance(data, dict) else {}
 
     def mark_unsent(self, delivery_ids: list[int]) -> None:
         """The broker did not take these: back to `received`, for the sweeper to send."""

@@ -85,8 +85,8 @@ def test_contestants_lists_the_open_contest_by_id_with_totals():
     assert response.status_code == 200
     assert response.json() == {
         "contestants": [
-            {"id": first.id, "name": "Ada", "slug": "ada", "votes": 7},
-            {"id": second.id, "name": "Bola", "slug": "bola", "votes": 0},
+            {"id": first.id, "name": "Ada", "slug": "ada", "votes": 7, "votes_under_dispute": 0},
+            {"id": second.id, "name": "Bola", "slug": "bola", "votes": 0, "votes_under_dispute": 0},
         ]
     }
     assert "no-cache" in response["Cache-Control"]  # polled every 2 s: never a stale total
@@ -359,6 +359,7 @@ def test_payment_shows_a_pending_payment():
         "currency": "NGN",
         "contestant": payment.contestant_id,
         "credited_at": None,
+        "dispute": None,
     }
 
 
@@ -405,7 +406,7 @@ def test_callback_reads_trxref_when_reference_is_missing(paystack, enqueued):
     enqueued.assert_called_once_with(payment.reference)
 
 
-@pytest.mark.parametrize("status", ["credited", "failed", "flagged", "reversed"])
+@pytest.mark.parametrize("status", ["credited", "flagged", "reversed"])
 def test_callback_for_a_settled_payment_enqueues_nothing(paystack, enqueued, status):
     payment = PaymentFactory(status=status, credited_at=timezone.now())
 
@@ -414,6 +415,17 @@ def test_callback_for_a_settled_payment_enqueues_nothing(paystack, enqueued, sta
     assert response.status_code == 302
     assert response["Location"] == f"/payments/{payment.reference}/"
     enqueued.assert_not_called()
+    assert len(paystack.calls) == 0
+
+
+def test_callback_for_a_failed_payment_asks_for_a_verify_again(paystack, enqueued):
+    """The payer may have completed a checkout we had closed as failed: look again."""
+    payment = PaymentFactory(status=Payment.Status.FAILED)
+
+    response = Client().get(f"/payments/callback/?reference={payment.reference}")
+
+    assert response.status_code == 302
+    enqueued.assert_called_once_with(payment.reference)
     assert len(paystack.calls) == 0
 
 

@@ -12,9 +12,10 @@ from django.utils import timezone
 
 from config.durations import since_option
 from ledger.models import Payment
-from ledger.selectors import pending_payments
+from ledger.selectors import payments_to_reconcile
 from ledger.services import recently_verified_since
 from tasks.reconcile import ReconcileReport, reconcile_payments
+from tasks.reports import ranked_outcomes
 
 PROGRESS_EVERY = 100
 
@@ -44,14 +45,14 @@ class Command(BaseCommand):
         if dry_run:
             self._dry_run(now=now, created_after=created_after, window=window)
             return
-        pending = pending_payments(created_before=now, created_after=created_after).count()
+        pending = payments_to_reconcile(created_before=now, created_after=created_after).count()
         self.stdout.write(f"reconcile: {pending} pending payment(s){window}; verifying")
         report = reconcile_payments(
             created_before=now,
             created_after=created_after,
             on_progress=partial(self._progress, total=pending),
         )
-        summary = f"reconcile: {report.checked} checked{_outcomes(report)}"
+        summary = f"reconcile: {report.checked} checked{ranked_outcomes(report.outcomes)}"
         skipped = pending - report.checked
         if skipped > 0:
             # Claimed by another run (verified in the last minute), or settled meanwhile.
@@ -62,7 +63,7 @@ class Command(BaseCommand):
         """List what a real run would verify, with the same window and the same skip rule."""
         recently = recently_verified_since(now)
         would_check = skipped = 0
-        payments = pending_payments(created_before=now, created_after=created_after).only(
+        payments = payments_to_reconcile(created_before=now, created_after=created_after).only(
             "reference", "created_at", "amount", "currency", "verified_at"
         )
         for payment in payments.iterator():
@@ -80,13 +81,9 @@ class Command(BaseCommand):
 
     def _progress(self, report: ReconcileReport, *, total: int) -> None:
         if report.checked % PROGRESS_EVERY == 0:
-            self.stdout.write(f"reconcile: {report.checked}/{total} checked{_outcomes(report)}")
-
-
-def _outcomes(report: ReconcileReport) -> str:
-    """`: credited 30, still_pending 4, ...`, commonest first; empty when nothing was checked."""
-    ranked = sorted(report.outcomes.items(), key=lambda item: (-item[1], item[0]))
-    return (": " + ", ".join(f"{outcome} {count}" for outcome, count in ranked)) if ranked else ""
+            self.stdout.write(
+                f"reconcile: {report.checked}/{total} checked{ranked_outcomes(report.outcomes)}"
+            )
 
 
 def _listing(payment: Payment) -> str:

@@ -1,0 +1,121 @@
+"""The gateway audit: page through Paystack's transaction list and bring ours in line.
+
+Webhooks can be lost for good (a refund done in the dashboard whose event never came, a
+payment completed after we closed it). The list finds the candidates; verify settles them,
+through the same services as every other path, so the audit can never double anything.
+"""
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from celery import shared_task
+from django.utils import timezone
+
+from ledger import services
+from ledger.models import Payment
+from paystack.client import gateway
+from paystack.errors import GatewayError
+from paystack.types import Verification
+from tasks.locks import single_run
+from tasks.retry import VerdictPending
+from tasks.verification import confirm_reversal, settle_verified
+
+logger = logging.getLogger(__name__)
+
+DAILY_WINDOW = timedelta(days=2)  # the daily run overlaps the previous one by a day
+
+
+class AuditRunning(Exception):
+    """Another audit holds the lock; this one did nothing."""
+
+
+@dataclass
+class AuditReport:
+    listed: int = 0  # transactions the gateway listed in the window
+    ours: int = 0  # of them, references we know
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+    def add(self, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+
+def audit_gateway(
+    *,
+    since: datetime,
+    dry_run: bool = False,
+    on_progress: Callable[[AuditReport], None] | None = None,
+) -> AuditReport:
+    """Compare the gateway's transactions since `since` with ours and settle the differences.
+
+    1. Take the audit lock; another run holding it raises AuditRunning.
+    2. Page through the list (the client dedupes on id across shifting pages).
+    3. For each of ours: reversed there but counted here → verify, take the votes back once;
+       paid there but pending or failed here → verify, settle. Anything else agrees.
+    With `dry_run`, say what would be done; call nothing more, change nothing.
+    """
+    report = AuditReport()
+    with single_run("tally.audit_gateway") as taken:
+        if not taken:
+            raise AuditRunning("another audit_gateway run is in progress")
+        for listed in gateway().list_transactions(since=since):
+            report.listed += 1
+            outcome = _audit_one(listed, dry_run=dry_run)
+            if outcome is not None:
+                report.ours += 1
+                report.add(outcome)
+            if on_progress is not None:
+                on_progress(report)
+    return report
+
+
+def _audit_one(listed: Verification, *, dry_run: bool) -> str | None:
+    status = Payment.objects.filter(reference=listed.reference).values_list("status", flat=True)
+    ours = status.first()
+    if ours is None:
+        return None
+    if listed.status == "reversed" and ours in services.AWAITING_REVERSAL:
+        return "would_reverse" if dry_run else _reverse(listed.reference)
+    if listed.status == "success" and ours in services.AWAITING_SETTLEMENT:
+        return "would_settle" if dry_run else _settle(listed.reference)
+    return "agrees"
+
+
+def _reverse(reference: str) -> str:
+    try:
+        outcome = confirm_reversal(reference, reason="reversed at the gateway (found by audit)")
+    except VerdictPending:
+        return "verify_disagrees"  # the list and verify differ for now; the next audit looks again
+    except GatewayError as exc:
+        return _gateway_error(reference, exc)
+    logger.warning("audit found a reversal", extra={"reference": reference, "outcome": outcome})
+    return f"reversal_{outcome}"
+
+
+def _settle(reference: str) -> str:
+    try:
+        outcome = settle_verified(reference) or "not_ours"
+    except GatewayError as exc:
+        return _gateway_error(reference, exc)
+    logger.warning("audit found a payment", extra={"reference": reference, "outcome": outcome})
+    return f"payment_{outcome}"
+
+
+def _gateway_error(reference: str, error: GatewayError) -> str:
+    logger.warning("audit could not verify", extra={"reference": reference, "error": str(error)})
+    return "verify_failed"
+
+
+@shared_task(name="tally.audit_gateway", acks_late=True)
+def audit_gateway_daily() -> dict[str, int]:
+    """Beat, daily: audit the last DAILY_WINDOW of the gateway's transactions."""
+    try:
+        report = audit_gateway(since=timezone.now() - DAILY_WINDOW)
+    except AuditRunning:
+        logger.info("audit already running elsewhere", extra={"outcome": "skipped"})
+        return {}
+    logger.info(
+        "audit finished", extra={"listed": report.listed, "ours": report.ours, **report.outcomes}
+    )
+    return report.outcomes

@@ -3,8 +3,7 @@
 Why not threads with `requests`: on 2 cores the client shares the CPU with gunicorn,
 PostgreSQL and Redis, and `requests` spends more CPU per call than the Django view it measures.
 Here a request is one pre-rendered `write` and a response is a header scan plus one read, so
-the client stays a small fraction of one core (see README: the client alone does far more
-requests per second than tally's endpoint).
+the client stays a small fraction of one core (docs/benchmark.md, "The load client").
 
 Closed loop: each of `connections` connections sends its next request as soon as the previous
 answer is read, taking work from one shared list in order. Sending N copies of a delivery

@@ -11,13 +11,13 @@ from django.views.decorators.http import require_GET
 
 from config.celery_app import PUBLISH_ERRORS
 from ledger.models import Payment
-from ledger.services import AWAITING_SETTLEMENT
 from ledger.selectors import (
     contestants_of,
     latest_dispute,
     open_contest,
     payment_with_contestant,
 )
+from ledger.services import AWAITING_SETTLEMENT
 from tasks.verification import verify_payment
 from voting.api import MAX_VOTES
 

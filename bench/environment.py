@@ -88,7 +88,6 @@ def configure_this_process(env: dict[str, str]) -> None:
     django.setup()
     from config.celery_app import app
 
-    # The bench enqueues backlogs by the thousand before a clock starts; the "task-sent" event
-    # tally's settings add to every publish only slows that down here. tally's own processes
-    # keep it, so it stays part of what is measured.
+    # The bench enqueues backlogs by the thousand before a clock starts: make sure no
+    # "task-sent" event slows that down, whatever the settings say (they turn it off too).
     app.conf.task_send_sent_event = False

@@ -1,4 +1,4 @@
-"""The local stack's machinery, shared by `make up`, the tests and the bench.
+"""The local stack's machinery for the tests and the bench.
 
 Starters for real processes (sandbox, gunicorn, Celery worker and beat) with their logs and
 clean stops. Imported by no product code, and left out of the production image.

@@ -32,3 +32,12 @@ def test_a_bad_number_in_the_environment_is_named():
 
     assert result.returncode != 0
     assert "PAYSTACK_TIMEOUT must be a whole number" in result.stderr
+
+
+def test_an_unknown_log_level_is_named_and_lower_case_is_accepted():
+    wrong = _load_settings(DEBUG="1", LOG_LEVEL="chatty")
+    lower = _load_settings(DEBUG="1", LOG_LEVEL="warning")
+
+    assert wrong.returncode != 0
+    assert "LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not 'CHATTY'" in wrong.stderr
+    assert lower.returncode == 0, lower.stderr

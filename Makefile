@@ -5,7 +5,11 @@ PYTHON ?= python3
 # Each recipe line that needs the settings loads them from .env (make up creates it).
 WITH_ENV := set -a; . ./.env; set +a;
 
-.PHONY: install up test lint format bench lock services-check
+# Runs a command with a PostgreSQL and a Redis that answer: the configured ones, or private ones
+# under .run/ that stop with the command (devstack/services.py).
+WITH_SERVICES := $(PY) -m devstack.services run --
+
+.PHONY: install up up-stack test lint format bench lock services-check
 
 $(VENV)/.installed: requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,17 +27,29 @@ lock:  ## re-resolve requirements.lock after editing pyproject.toml (needs uv)
 services-check: install .env
 	$(WITH_ENV) $(PY) -m ops.preflight
 
-up: services-check  ## the whole stack: web, worker, beat, Flower and the sandbox; Ctrl-C stops it
-	rm -rf .run && mkdir -p .run/metrics
-	$(WITH_ENV) $(PY) manage.py migrate --noinput
-	$(WITH_ENV) $(PY) manage.py seed_demo
-	$(WITH_ENV) DJANGO_SUPERUSER_PASSWORD=admin $(PY) manage.py createsuperuser --noinput \
-		--username admin --email admin@example.com 2>/dev/null || true
-	@echo "tally: http://127.0.0.1:8000/  admin: /admin/ (admin/admin)  Flower: http://127.0.0.1:5555/"
-	$(VENV)/bin/honcho --env .env --procfile Procfile start
+up: install .env  ## the whole stack: web, worker, beat, Flower and the sandbox; Ctrl-C stops it
+	@# A fresh .run/ but for the private services' directories: a private PostgreSQL keeps its
+	@# data like a system one, and either may be in use by a `make test` next door.
+	mkdir -p .run && find .run -mindepth 1 -maxdepth 1 ! -name postgres ! -name redis \
+		-exec rm -rf {} + && mkdir -p .run/metrics
+	$(WITH_ENV) $(WITH_SERVICES) $(MAKE) --no-print-directory up-stack
 
+# make up's steps, run by devstack.services with the settings from .env in the environment and
+# its DATABASE_URL and REDIS_URL: nothing here reads .env again, lest it point them back.
+up-stack:
+	$(PY) -m ops.preflight
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py seed_demo
+	DJANGO_SUPERUSER_PASSWORD=admin $(PY) manage.py createsuperuser --noinput \
+		--username admin --email admin@example.com 2>/dev/null || true
+	@echo "tally: http://127.0.0.1:$${WEB_PORT}/  admin: /admin/ (admin/admin)" \
+		" Flower: http://127.0.0.1:$${FLOWER_PORT}/"
+	$(VENV)/bin/honcho --env /dev/null --procfile Procfile start
+
+# The suite's Redis database is 15 (tests/environment.py) unless REDIS_URL names another.
 test: install
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/15} $(WITH_SERVICES) \
+		$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

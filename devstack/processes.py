@@ -33,13 +33,13 @@ def free_port() -> int:
         return port
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it when its parent goes away, however it goes.
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """Runs in the child before exec: send it `signum` when its parent goes away, however it goes.
 
     Its own children (gunicorn and pool workers) notice that their parent died and exit.
     """
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    libc.prctl(_PR_SET_PDEATHSIG, signum)
 
 
 @dataclass
@@ -70,7 +70,7 @@ class Processes:
             stdout=log.open("ab"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         process = Process(name, popen, log)
         self.processes[name] = process

@@ -1,4 +1,9 @@
-"""`make up` checks PostgreSQL and the broker before starting anything, and says what to start."""
+"""Checks PostgreSQL, Redis and the broker answer before anything starts, and says what to start.
+
+`make up` runs it inside devstack.services, which has started private PostgreSQL and Redis where
+the configured ones were silent: there only RabbitMQ's hint can show, and the database is created
+in whichever PostgreSQL was chosen. `make services-check` runs it alone.
+"""
 
 import os
 import socket

@@ -1,7 +1,10 @@
+from typing import TYPE_CHECKING, Any, cast
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -9,6 +12,8 @@ from django.urls import URLPattern, path, reverse
 from ledger.models import (
     Contest,
     Contestant,
+    ContestantQuerySet,
+    ContestantVotes,
     Dispute,
     LedgerEntry,
     Payment,
@@ -16,6 +21,9 @@ from ledger.models import (
     Refund,
 )
 from ledger.services import CannotResolve, Decision, resolve_attention
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
 
 # Resolving a payment changes its status, so it needs the model's change permission, which
 # the admin otherwise grants no form for: only ledger.services writes payments.
@@ -25,24 +33,28 @@ RESOLVE_PERMISSION = "ledger.change_payment"
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Rows that only ledger.services may write."""
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
 class ContestantTotals:
     """Admin pages show each contestant's total: the sum of its vote shards."""
 
-    def get_queryset(self, request):
-        return super().get_queryset(request).with_votes()
+    def get_queryset(
+        self, request: HttpRequest
+    ) -> "QuerySet[WithAnnotations[Contestant, ContestantVotes]]":
+        # A mixin: the ModelAdmin or inline it is mixed into has get_queryset.
+        contestants: ContestantQuerySet = super().get_queryset(request)  # type: ignore[misc]
+        return contestants.with_votes()
 
     @admin.display(description="votes")
-    def total_votes(self, contestant: Contestant) -> int:
+    def total_votes(self, contestant: "WithAnnotations[Contestant, ContestantVotes]") -> int:
         return contestant.votes
 
 
@@ -69,13 +81,15 @@ class ContestantAdmin(ContestantTotals, admin.ModelAdmin):
 
 
 class LedgerEntryInline(admin.TabularInline):
-    model = LedgerEntry
+    # The inlines below show other models with the same read-only settings.
+    model: type[Model] = LedgerEntry
     fields = ["kind", "votes", "contestant", "created_at"]
-    readonly_fields = fields
+    # Plain names, all read-only; the stubs type `fields` as possibly nested groups.
+    readonly_fields = fields  # type: ignore[assignment]
     extra = 0
     can_delete = False
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
@@ -106,9 +120,10 @@ class ResolveForm(forms.Form):
         help_text="Why: what you checked (e.g. the refund in the Paystack dashboard).",
     )
 
-    def __init__(self, *args: object, payment: Payment, **kwargs: object) -> None:
+    def __init__(self, *args: Any, payment: Payment, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["decision"].choices = decisions_for(payment)
+        # Declared above as a ChoiceField; `fields` types each one as a plain Field.
+        cast(forms.ChoiceField, self.fields["decision"]).choices = decisions_for(payment)
 
 
 def decisions_for(payment: Payment) -> list[tuple[str, str]]:
@@ -167,7 +182,8 @@ class PaymentAdmin(ReadOnlyAdmin):
             raise PermissionDenied
         payment = self.get_object(request, unquote(object_id))
         if payment is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+            # Django's own "not found" redirect for admin views; private, so not in the stubs.
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)  # type: ignore[attr-defined, no-any-return]
         change_url = reverse("admin:ledger_payment_change", args=[payment.pk])
         if payment.attention == Payment.Attention.NONE:
             self.message_user(request, f"{payment} needs no decision.", messages.WARNING)

@@ -1,8 +1,13 @@
 """Contests, contestants, payments and the ledger. PostgreSQL constraints hold the invariants."""
 
+from typing import TYPE_CHECKING, TypedDict, cast
+
 from django.db import models
 from django.db.models import OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
 
 
 class Contest(models.Model):
@@ -27,8 +32,14 @@ class Contest(models.Model):
         return self.name
 
 
-class ContestantQuerySet(models.QuerySet):
-    def with_votes(self) -> "ContestantQuerySet":
+class ContestantVotes(TypedDict):
+    """What `with_votes()` adds to each contestant."""
+
+    votes: int
+
+
+class ContestantQuerySet(models.QuerySet["Contestant"]):
+    def with_votes(self) -> "models.QuerySet[WithAnnotations[Contestant, ContestantVotes]]":
         """Annotate each contestant's total: the sum of its vote shards."""
         total = (
             VoteShard.objects.filter(contestant=OuterRef("pk"))
@@ -36,7 +47,11 @@ class ContestantQuerySet(models.QuerySet):
             .annotate(total=Sum("votes"))
             .values("total")
         )
-        return self.annotate(votes=Coalesce(Subquery(total), 0))
+        # Coalesce(..., 0) is an int, but the type checker types every annotate() value as Any.
+        return cast(
+            "models.QuerySet[WithAnnotations[Contestant, ContestantVotes]]",
+            self.annotate(votes=Coalesce(Subquery(total), 0)),
+        )
 
 
 class Contestant(models.Model):

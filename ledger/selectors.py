@@ -1,14 +1,30 @@
 """Shared reads of the ledger."""
 
 from datetime import datetime
+from typing import TYPE_CHECKING, cast
 
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 
-from ledger.models import Contest, Contestant, Dispute, LedgerEntry, Payment
+from ledger.models import Contest, Contestant, ContestantVotes, Dispute, LedgerEntry, Payment
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
 
 
-def contestants_out_of_balance() -> QuerySet[Contestant]:
+class LedgerBalance(ContestantVotes):
+    """A contestant's total beside the sum of its ledger entries."""
+
+    ledger_votes: int
+
+
+class VotesUnderDispute(ContestantVotes):
+    """A contestant's total and the part of it whose payments have an open chargeback."""
+
+    votes_under_dispute: int
+
+
+def contestants_out_of_balance() -> "QuerySet[WithAnnotations[Contestant, LedgerBalance]]":
     """Contestants whose total differs from the sum of their ledger entries (should be none)."""
     ledger_total = (
         LedgerEntry.objects.filter(contestant=OuterRef("pk"))
@@ -16,12 +32,14 @@ def contestants_out_of_balance() -> QuerySet[Contestant]:
         .annotate(total=Sum("votes"))
         .values("total")
     )
-    return (
+    out_of_balance = (
         Contestant.objects.with_votes()
         .annotate(ledger_votes=Coalesce(Subquery(ledger_total), 0))
         .exclude(votes=F("ledger_votes"))
         .order_by("id")
     )
+    # Coalesce(..., 0) is an int, but the type checker types every annotate() value as Any.
+    return cast("QuerySet[WithAnnotations[Contestant, LedgerBalance]]", out_of_balance)
 
 
 def payments_to_reconcile(
@@ -53,7 +71,9 @@ def open_contest(*, now: datetime) -> Contest | None:
     )
 
 
-def contestants_of(*, contest: Contest | None) -> QuerySet[Contestant]:
+def contestants_of(
+    *, contest: Contest | None
+) -> "QuerySet[WithAnnotations[Contestant, VotesUnderDispute]]":
     """A contest's contestants in a stable order (by id) with `votes` and
     `votes_under_dispute` (credited votes whose payment has an open chargeback); none when
     there is no contest.
@@ -67,8 +87,12 @@ def contestants_of(*, contest: Contest | None) -> QuerySet[Contestant]:
         .annotate(total=Sum("votes"))
         .values("total")
     )
-    contestants = Contestant.objects.with_votes().annotate(
-        votes_under_dispute=Coalesce(Subquery(disputed), 0)
+    # Coalesce(..., 0) is an int, but the type checker types every annotate() value as Any.
+    contestants = cast(
+        "QuerySet[WithAnnotations[Contestant, VotesUnderDispute]]",
+        Contestant.objects.with_votes().annotate(
+            votes_under_dispute=Coalesce(Subquery(disputed), 0)
+        ),
     )
     if contest is None:
         return contestants.none()

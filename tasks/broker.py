@@ -1,5 +1,7 @@
 """What is waiting in the broker, for the sweeper and the queue-depth metric."""
 
+from typing import Any
+
 from celery import current_app
 
 
@@ -15,7 +17,8 @@ def queue_depth(queue: str) -> int:
     count on a passive declare.
     """
     with current_app.connection_for_read() as connection:
-        channel = connection.default_channel
+        # The transport's own channel: Redis' has .client, AMQP's has queue_declare.
+        channel: Any = connection.default_channel
         if connection.transport.driver_type == "redis":
             return int(channel.client.llen(queue))
         try:

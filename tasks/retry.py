@@ -36,7 +36,7 @@ def backoff_seconds(retries: int, retry_after: float | None) -> float:
     return max(retry_after or 0.0, random.uniform(ceiling / 2, ceiling))
 
 
-class GatewayTask(Task):  # type: ignore[misc]
+class GatewayTask(Task[..., Any]):
     """Base of every task that calls the gateway: retries transient errors with backoff,
     then gives up the way the task says. Time limits sit above the gateway's timeout."""
 

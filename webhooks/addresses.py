@@ -20,11 +20,11 @@ def client_address(request: HttpRequest, *, proxy_hops: int) -> str:
     the entry `proxy_hops` places from the right of X-Forwarded-For plus the peer; anything
     further left was written by the client itself and cannot be trusted.
     """
-    peer = request.META.get("REMOTE_ADDR", "")
+    peer: str = request.META.get("REMOTE_ADDR", "")
     if proxy_hops <= 0:
         return peer
     forwarded = [a.strip() for a in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
-    chain = [a for a in forwarded if a] + [peer]
+    chain: list[str] = [a for a in forwarded if a] + [peer]
     return chain[max(len(chain) - 1 - proxy_hops, 0)]
 
 

@@ -367,7 +367,7 @@ def baseline_rows() -> int:
 
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT count(*) FROM {BASELINE_TABLE}")
-        return cursor.fetchone()[0]
+        return int(cursor.fetchone()[0])
 
 
 def queued_messages() -> int:

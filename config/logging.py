@@ -62,13 +62,14 @@ def stamp_task_ids() -> None:
             setattr(record, _TASK_ID_ATTR, task_id)
         return record
 
-    make_stamped_record.stamps_task_ids = True
+    make_stamped_record.stamps_task_ids = True  # type: ignore[attr-defined]  # read back above
     logging.setLogRecordFactory(make_stamped_record)
 
 
 def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> str:
-    # exc_text is set by RedactSecrets (already redacted) or by an earlier formatter.
-    return record.exc_text or formatter.formatException(record.exc_info)
+    # exc_text is set by RedactSecrets (already redacted) or by an earlier formatter. Callers
+    # come here only when one of the two is set, so exc_info is never None here.
+    return record.exc_text or formatter.formatException(record.exc_info)  # type: ignore[arg-type]
 
 
 class JsonFormatter(logging.Formatter):

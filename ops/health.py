@@ -66,9 +66,10 @@ def _check_broker() -> None:
         return
     from config.celery_app import app
 
-    # An AMQP connect is a real handshake with the broker, not just an open port.
+    # An AMQP connect is a real handshake with the broker, not just an open port. kombu only
+    # compares the timeout with elapsed seconds, so a float is fine; its stubs say int.
     with app.connection_for_read() as broker:
-        broker.ensure_connection(max_retries=1, timeout=READY_TIMEOUT_SECONDS)
+        broker.ensure_connection(max_retries=1, timeout=READY_TIMEOUT_SECONDS)  # type: ignore[arg-type]
 
 
 def _ping_redis(url: str) -> None:

@@ -19,7 +19,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import requests
@@ -81,7 +81,7 @@ def positive_int(value: Any) -> int | None:
     return None
 
 
-def number(body: dict, key: str, default: float, cast: type = int) -> Any:
+def number(body: dict[str, Any], key: str, default: float, cast: type = int) -> Any:
     """A non-negative ``cast`` number from a control request body, or 400."""
     value = body.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
@@ -121,7 +121,8 @@ class SandboxServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
+        # Bound from the (host, port) of str and int it was given; typeshed allows bytes too.
+        host, port = cast("tuple[str, int]", self.server_address[:2])
         return f"http://{host}:{port}"
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -149,6 +150,7 @@ class SandboxServer(ThreadingHTTPServer):
         tx = self.store.get(reference)
         if tx is None:
             return None
+        data: dict[str, Any] | None
         if event == "charge.success":
             data = self.store.data(tx)
             # An explicit delivery may push it before the payment settled (a forged or early event).

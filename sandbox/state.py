@@ -159,7 +159,9 @@ class Store:
         with self.lock:
             return self.transactions.get(self.by_access_code.get(access_code, ""))
 
-    def settle(self, reference: str, status: str, allowed_from: tuple[str, ...]) -> dict | None:
+    def settle(
+        self, reference: str, status: str, allowed_from: tuple[str, ...]
+    ) -> dict[str, Any] | None:
         """Move a transaction to ``status`` if it is in ``allowed_from``; its data, or None."""
         with self.lock:
             tx = self.transactions.get(reference)
@@ -170,7 +172,9 @@ class Store:
                 tx.paid_at = now()
             return tx.data()
 
-    def refund(self, key: str | int, amount: int | None) -> tuple[dict | None, str | None]:
+    def refund(
+        self, key: str | int, amount: int | None
+    ) -> tuple[dict[str, Any] | None, str | None]:
         """Reverse a paid transaction: ``(its data, None)`` or ``(None, Paystack's message)``."""
         with self.lock:
             tx = self._find(key)

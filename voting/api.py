@@ -7,7 +7,7 @@ browser can replay.
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from django.core.exceptions import ValidationError
 from django.core.validators import EmailValidator
@@ -29,8 +29,9 @@ from ledger.services import VotingClosed
 from voting.checkout import CheckoutUnavailable, UnknownContestant, start_checkout
 
 MAX_VOTES = 1000
-# Longer addresses would not fit Payment.email: refuse them as input, not as a 500.
-MAX_EMAIL_LENGTH = Payment._meta.get_field("email").max_length
+# Longer addresses would not fit Payment.email: refuse them as input, not as a 500. An
+# EmailField always has a max_length, though a plain field's may be None.
+MAX_EMAIL_LENGTH = cast(int, Payment._meta.get_field("email").max_length)
 _validate_email = EmailValidator()
 
 

@@ -1,15 +1,19 @@
 import threading
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 from unittest.mock import patch
 
 import pytest
 import redis
 import responses
-from django.http import HttpResponse
 from django.test import Client
 
 from paystack.client import gateway
 from tests.helpers import WEBHOOK_URL, paystack_signature
+
+if TYPE_CHECKING:
+    # What the test client returns: a response with .json() and the request it answered.
+    from django.test.client import _MonkeyPatchedWSGIResponse as TestResponse
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +35,7 @@ def broker():
     client.flushdb()
 
 
-SignedPost = Callable[..., HttpResponse]
+SignedPost = Callable[..., "TestResponse"]
 
 
 @pytest.fixture
@@ -43,8 +47,8 @@ def signed_post(client: Client, settings) -> SignedPost:
     """
 
     def post(
-        body: bytes, key: str | None = None, *, via: Client | None = None, **extra: object
-    ) -> HttpResponse:
+        body: bytes, key: str | None = None, *, via: Client | None = None, **extra: Any
+    ) -> "TestResponse":
         signature = paystack_signature(body, settings.PAYSTACK_SECRET_KEY if key is None else key)
         return (via or client).generic(
             "POST",

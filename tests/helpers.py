@@ -6,7 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import responses
 from django.conf import settings
@@ -16,11 +16,13 @@ from prometheus_client import REGISTRY
 from ledger.models import Contestant
 from paystack.types import Verification
 
+Result = TypeVar("Result")
 
-def run_concurrently(work: Callable[[], object], *, times: int) -> list[object]:
+
+def run_concurrently(work: Callable[[], Result], *, times: int) -> list[Result]:
     """Run `work` in `times` threads released together; re-raise the first error."""
     barrier = threading.Barrier(times)
-    results: list[object] = []
+    results: list[Result] = []
     errors: list[BaseException] = []
 
     def runner() -> None:

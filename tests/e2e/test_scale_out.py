@@ -36,8 +36,8 @@ def test_two_webs_three_workers_two_beats_credit_each_payment_once(stack, sandbo
     transactions = paid_transactions(sandbox.url, key)
     for payment in payments[10:]:
         sandbox.deliver(payment.reference, times=2)  # to web-1, twice
-        body = json.dumps({"event": "charge.success", "data": transactions[payment.reference]})
-        body = body.encode()
+        event = {"event": "charge.success", "data": transactions[payment.reference]}
+        body = json.dumps(event).encode()
         response = requests.post(
             f"{second_web}/webhooks/paystack/",
             data=body,
@@ -60,7 +60,7 @@ def paid_transactions(sandbox_url: str, key: str) -> dict[str, dict]:
     whose calls the test counts)."""
     answer = requests.get(
         f"{sandbox_url}/transaction",
-        params={"perPage": 1000, "status": "success"},
+        params={"perPage": "1000", "status": "success"},
         headers={"Authorization": f"Bearer {key}"},
         timeout=10,
     ).json()

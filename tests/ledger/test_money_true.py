@@ -325,6 +325,7 @@ def test_credit_anyway_credits_a_flagged_payment_once_and_records_who_and_why():
     assert (payment.status, payment.attention) == ("credited", "")
     assert votes_of(payment.contestant_id) == 3
     last = payment.transitions.last()
+    assert last is not None
     assert (last.to_status, last.actor, last.reason) == (
         "credited",
         "ada",

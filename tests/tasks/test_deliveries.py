@@ -1,5 +1,6 @@
 """The pipeline with the gateway mocked at the HTTP boundary: tasks run eagerly in-process."""
 
+from datetime import timedelta
 from unittest import mock
 
 import pytest
@@ -169,7 +170,7 @@ def test_a_claimed_or_finished_delivery_is_skipped_without_a_gateway_call(gatewa
     leased = DeliveryFactory(
         payment=payment,
         status="processing",
-        stale_after=timezone.now() + timezone.timedelta(seconds=60),
+        stale_after=timezone.now() + timedelta(seconds=60),
     )
     finished = DeliveryFactory(payment=payment, status="processed")
 
@@ -183,7 +184,7 @@ def test_a_claimed_or_finished_delivery_is_skipped_without_a_gateway_call(gatewa
 def test_an_expired_lease_is_claimed_again(gateway):
     payment = PaymentFactory()
     says(gateway, payment)
-    delivery = DeliveryFactory(
+    delivery: Delivery = DeliveryFactory(
         payment=payment, status="processing", attempts=1, stale_after=timezone.now()
     )
 

@@ -4,7 +4,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 from unittest import mock
 
 import pytest
@@ -38,7 +38,7 @@ def initialize_ok(paystack: responses.RequestsMock) -> responses.RequestsMock:
     """Paystack opens a checkout and echoes our reference, as the real API does."""
 
     def answer(request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
-        sent = json.loads(request.body)
+        sent = json.loads(cast(bytes, request.body))
         data = {
             "authorization_url": CHECKOUT_URL,
             "access_code": "ac_test_1",
@@ -258,7 +258,7 @@ def test_payment_is_committed_before_the_gateway_hears_of_it_and_no_transaction_
     seen: dict[str, Any] = {}
 
     def answer(request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
-        reference = json.loads(request.body)["reference"]
+        reference = json.loads(cast(bytes, request.body))["reference"]
         seen["in_atomic_block"] = connection.in_atomic_block
 
         def look_from_another_connection() -> None:

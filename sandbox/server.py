@@ -24,7 +24,8 @@ from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import requests
 
-from sandbox.state import FAULT_KINDS, OVERRIDABLE, Config, Fault, Store, iso, now
+from sandbox.shapes import iso
+from sandbox.state import FAULT_KINDS, OVERRIDABLE, Config, Fault, Store, now
 
 logger = logging.getLogger("sandbox")
 
@@ -152,9 +153,7 @@ class SandboxServer(ThreadingHTTPServer):
             return None
         data: dict[str, Any] | None
         if event == "charge.success":
-            data = self.store.data(tx)
-            # An explicit delivery may push it before the payment settled (a forged or early event).
-            data["status"], data["paid_at"] = "success", data["paid_at"] or iso(now())
+            data = self.store.charge_event(reference)
         else:
             data = self.store.refund_event(reference)
         default_times, default_delay = self.store.delivery(reference)

@@ -9,19 +9,16 @@ from __future__ import annotations
 import secrets
 import threading
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
+
+from sandbox import shapes
 
 ENDPOINTS = ("initialize", "verify", "list", "refund")
 FAULT_KINDS = ("500", "429", "timeout")
 # Fields that /_sandbox/overrides may change in what verify and list report.
 OVERRIDABLE = ("amount", "requested_amount", "currency", "status", "domain")
-
-
-def iso(moment: datetime) -> str:
-    """Paystack's timestamp format: UTC, milliseconds, ``Z`` (``2025-03-14T18:02:11.000Z``)."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def now() -> datetime:
@@ -46,19 +43,7 @@ class Transaction:
 
     def data(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         """The ``data`` object of verify, list items and the ``charge.success`` webhook."""
-        out = {
-            "id": self.id,
-            "domain": "test",
-            "status": self.status,
-            "reference": self.reference,
-            "amount": self.amount,
-            "requested_amount": self.amount,
-            "currency": self.currency,
-            "paid_at": iso(self.paid_at) if self.paid_at else None,
-            "created_at": iso(self.created_at),
-            "customer": {"email": self.email},
-            "metadata": self.metadata,
-        }
+        out = shapes.transaction(self)
         if overrides:
             out.update((k, v) for k, v in overrides.items() if k in OVERRIDABLE)
         return out
@@ -213,6 +198,18 @@ class Store:
                 "domain": "test",
                 "customer": {"email": tx.email},
             }
+
+    def charge_event(self, reference: str) -> dict[str, Any] | None:
+        """``data`` of a ``charge.success`` webhook: the stored truth (never overrides), paid.
+
+        A delivery asked for before the payment settled (a forged or early event) shows it
+        paid now.
+        """
+        with self.lock:
+            tx = self.transactions.get(reference)
+            if tx is None:
+                return None
+            return replace(tx, status="success", paid_at=tx.paid_at or now()).data()
 
     def data(self, tx: Transaction) -> dict[str, Any]:
         """The stored truth, which webhooks carry (overrides only change what verify reports)."""

@@ -101,9 +101,9 @@ def test_checkout_pay_redirects_and_sends_signed_webhook(api: Client, receiver: 
         50000,
         "NGN",
     )
-    assert (tx["domain"], tx["customer"], tx["metadata"]) == (
+    assert (tx["domain"], tx["customer"]["email"], tx["metadata"]) == (
         "test",
-        {"email": "voter@example.com"},
+        "voter@example.com",
         metadata,
     )
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", tx["paid_at"])
@@ -124,20 +124,14 @@ def test_verify_shapes(api: Client) -> None:
     reference = api.paid(amount=2500, currency="GHS", metadata={"votes": 1})
     body = api.verify(reference).json()
     assert (body["status"], body["message"]) == (True, "Verification successful")
-    assert set(body["data"]) == {
-        "id",
-        "domain",
-        "status",
-        "reference",
-        "amount",
-        "requested_amount",
-        "currency",
-        "paid_at",
-        "created_at",
-        "customer",
-        "metadata",
-    }
-    assert body["data"]["amount"] == body["data"]["requested_amount"] == 2500
+    data = body["data"]
+    assert (data["reference"], data["status"], data["currency"], data["metadata"]) == (
+        reference,
+        "success",
+        "GHS",
+        {"votes": 1},
+    )
+    assert data["amount"] == data["requested_amount"] == 2500
 
     missing = api.verify("tly-unknown")
     assert missing.status_code == 400

@@ -1,0 +1,108 @@
+"""The sandbox's objects parse in a typed Paystack client.
+
+The rules below restate what pypaystack2's pydantic models require (gray-adeyi/pypaystack2,
+``src/pypaystack2/models/response_models.py``: ``Transaction``, ``Customer``,
+``TransactionLog``; enums in ``src/pypaystack2/enums.py``): each required field is present
+with its type, and optional ones, when present, have theirs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from tests.sandbox.helpers import Client, Receiver
+
+DOMAINS = ("test", "live")
+CURRENCIES = ("NGN", "GHS", "ZAR", "USD", "KES", "XOF", "EGP", "RWF")
+MISSING = object()  # what a rule sees for an absent field
+
+
+def timestamp(value: Any) -> bool:
+    return isinstance(value, str) and datetime.fromisoformat(value) is not None
+
+
+def integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def one_of(*allowed: str) -> Any:
+    return lambda value: value in allowed
+
+
+def optional(check: Any) -> Any:
+    return lambda value: value is None or value is MISSING or check(value)
+
+
+def every(check: Any) -> Any:
+    """A list whose items all pass ``check``."""
+    return lambda items: isinstance(items, list) and all(check(item) for item in items)
+
+
+def text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+CUSTOMER = {
+    "id": integer,
+    "email": text,
+    "customer_code": text,
+    "risk_action": one_of("default", "allow", "deny"),
+    "first_name": optional(text),
+    "metadata": optional(lambda value: isinstance(value, dict)),
+}
+LOG = {name: integer for name in ("start_time", "time_spent", "attempts", "errors")} | {
+    "success": lambda value: isinstance(value, bool),
+    "mobile": lambda value: isinstance(value, bool),
+    "input": lambda value: isinstance(value, list),
+    "history": every(
+        lambda item: text(item["type"]) and text(item["message"]) and integer(item["time"])
+    ),
+}
+TRANSACTION = {
+    "id": integer,
+    "domain": one_of(*DOMAINS),
+    "reference": text,
+    "amount": integer,
+    "channel": text,
+    "currency": one_of(*CURRENCIES),
+    "customer": lambda value: conforms(value, CUSTOMER),
+    "authorization": lambda value: isinstance(value, dict),
+    "status": optional(text),
+    "paid_at": optional(timestamp),
+    "created_at": optional(timestamp),
+    "gateway_response": optional(text),
+    "metadata": optional(lambda value: isinstance(value, dict | str | int)),
+    "log": optional(lambda value: conforms(value, LOG)),
+    "fees": optional(integer),
+    "requested_amount": optional(integer),
+    "ip_address": optional(text),
+}
+
+
+def conforms(obj: Any, rules: dict[str, Any]) -> bool:
+    return isinstance(obj, dict) and not problems(obj, rules)
+
+
+def problems(obj: dict[str, Any], rules: dict[str, Any]) -> list[str]:
+    """Fields missing or of the wrong type (optional fields may be absent)."""
+    return [
+        f"{name}: {obj.get(name, 'missing')!r}"
+        for name, check in rules.items()
+        if not check(obj.get(name, MISSING))
+    ]
+
+
+def test_transactions_parse_in_every_state(api: Client, receiver: Receiver) -> None:
+    paid = api.paid(metadata={"votes": 2})
+    unpaid = api.paid(status="abandoned")
+    reversed_ = api.paid()
+    api.post("/refund", json={"transaction": reversed_})
+    for reference in (paid, unpaid, reversed_):
+        data = api.verify(reference).json()["data"]
+        assert problems(data, TRANSACTION) == [], reference
+    listed = api.get("/transaction").json()["data"]
+    assert len(listed) == 3 and all(problems(item, TRANSACTION) == [] for item in listed)
+    api.control(f"transactions/{unpaid}/pay")
+    webhooks = receiver.wait_for(1, lambda e: e["event"] == "charge.success")
+    assert problems(webhooks[0][2]["data"], TRANSACTION) == []

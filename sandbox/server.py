@@ -4,10 +4,64 @@ Paystack facts reproduced here (see docs/paystack.md): the ``{status, message, d
 401 ``Invalid key``; verify answers HTTP 200 for any *found* transaction, the payment state being
 ``data.status``; webhooks are signed with HMAC-SHA512 of the raw body keyed with the secret key,
 only successful charges are pushed, non-200 answers are retried, and duplicates are normal.
+
+Paystack API (``Authorization: Bearer <secret key>``, else 401 ``Invalid key``):
+
+- ``POST /transaction/initialize {email, amount, reference?, currency?, callback_url?, metadata?}``
+- ``GET /transaction/verify/<reference>``: 400 ``Transaction reference not found`` if unknown.
+- ``GET /transaction?perPage|per_page&page&status&from&to``: newest first, verify-shaped items;
+  meta ``{total, skipped, perPage, page, pageCount}``. ``from``/``to`` are ISO datetimes or
+  dates (a ``to`` date is inclusive) and filter on ``created_at``.
+- ``POST /refund {transaction: reference or id, amount?}``: a refund of ``amount`` (default:
+  all not yet refunded; partial refunds add up), processed at once: posts ``refund.processed``
+  and answers the refund as queued (``status: pending``) with the transaction embedded. Verify
+  says ``reversed`` once processed refunds cover the whole amount. 400 ``Transaction not found``,
+  ``Transaction has not been paid``, ``Transaction has been fully reversed``, or ``Refund
+  amount cannot be more than the transaction amount`` (what is left to refund).
+- ``GET /refund?transaction=<id or reference>&perPage&page``: refunds, newest first; meta
+  ``{total, skipped, perPage (a string, as in Paystack's OpenAPI), page, pageCount,
+  failedRefundCount}``. ``GET /refund/<id>``: one refund; 404 ``Refund not found``.
+
+Payer pages: ``GET /checkout/<code>`` with **Pay** (``POST /checkout/<code>/pay``: paid now,
+posts ``charge.success``, redirects to the callback) and **Decline**
+(``POST /checkout/<code>/decline``: failed, no webhook).
+
+Control API (no auth, JSON bodies, under ``/_sandbox/``). Calls that make webhooks take
+``times`` (concurrent copies), ``delay`` (seconds), ``retries`` and ``wait`` (answer once
+delivered); absent, ``times`` and ``delay`` come from the reference's overrides, then config.
+
+- ``GET health``; ``POST reset`` (forgets everything but the id counters: ids never repeat).
+- ``POST transactions {reference, amount, status?, currency?, email?, created_at?, metadata?}``
+  or ``{"transactions": [...]}``; ``POST transactions/<ref>/pay`` (abandoned or pending →
+  success, ``paid_at`` now, posts ``charge.success``).
+- ``POST refunds {transaction, amount?, steps?, outcome?, lag?, catch_up_after?}``: a refund
+  carried along a plan. ``steps``: ``["pending", "processing"]`` or part of it, whose events go
+  out first; ``outcome``: ``processed`` (default), ``failed``, ``needs-attention``, or
+  ``pending`` (stays in flight; no outcome event); ``lag``: ``none`` (record and verify show the
+  outcome before its webhook goes out), ``verify`` (the refund record does, verify still says
+  ``success``), ``all`` (the record says ``pending`` too); ``catch_up_after``: seconds until a
+  lagging gateway catches up (absent: only when asked). Answers the refund record.
+  ``POST refunds/<id>/finish {same plan}``: carry a refund in flight or one that needs
+  attention on. ``POST refunds/<id>/catch-up``: a lagging gateway catches up now.
+- ``POST deliver {reference, event?, refund?, times, delay, wait, retries}``: post
+  ``charge.success`` (default) or ``refund.<status>`` again (about refund ``refund``, else the
+  latest, else one never made), e.g. out of order; answers ``{"statuses"}`` (with ``wait``).
+- ``POST faults {endpoint, reference?, fault, count, retry_after, delay}`` / ``GET`` /
+  ``DELETE faults``: endpoints ``initialize``, ``verify``, ``list``, ``refund``,
+  ``refund_list``, ``refund_fetch`` or ``any``; faults ``500``, ``429`` (``Retry-After``),
+  ``timeout`` (answers after ``delay``).
+- ``POST overrides {reference, amount?, requested_amount?, currency?, status?, domain?,
+  webhook_times?, webhook_delay?}``: what verify and list report (webhooks carry the
+  truth), and this reference's webhook delivery.
+- ``GET|POST config {webhook_url, webhook_times, webhook_delay, webhook_retries,
+  webhook_retry_delay, reverse_on_partial_refund}``; ``GET stats``: API calls per endpoint,
+  verify calls per reference, faults served, webhooks sent/ok/failed (attempts) and
+  ``in_flight`` (copies not delivered or given up yet: wait for 0), counts of records.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import html
@@ -19,23 +73,36 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import requests
 
+from sandbox.pages import offset_page
 from sandbox.shapes import iso
-from sandbox.state import FAULT_KINDS, OVERRIDABLE, Config, Fault, Store, now
+from sandbox.state import (
+    ENDPOINTS,
+    FAULT_KINDS,
+    OVERRIDABLE,
+    PAYABLE,
+    REFUND_LAGS,
+    REFUND_OUTCOMES,
+    REFUND_STEPS,
+    Change,
+    Config,
+    Fault,
+    RefundPlan,
+    Refused,
+    Store,
+    now,
+)
 
 logger = logging.getLogger("sandbox")
 
 CURRENCIES = ("NGN", "GHS", "ZAR", "KES", "USD")
-# Not final, so they can still become success (an abandoned payment may be completed later).
-PAYABLE = ("abandoned", "ongoing", "pending", "processing", "queued")
 STATUSES = ("success", "failed", "reversed", *PAYABLE)
 REFERENCE = re.compile(r"[A-Za-z0-9.=-]+")
 WEBHOOK_TIMEOUT = 30  # seconds, Paystack's per-attempt timeout
-
 # (method, path pattern, handler name). Paths outside /_sandbox/ and /checkout/ need the Bearer key.
 ROUTES = [
     (m, re.compile(p), name)
@@ -44,11 +111,16 @@ ROUTES = [
         ("GET", r"/transaction/verify(?:/(?P<reference>[^/]*))?", "verify"),
         ("GET", r"/transaction/?", "list_transactions"),
         ("POST", r"/refund/?", "refund"),
+        ("GET", r"/refund/?", "list_refunds"),
+        ("GET", r"/refund/(?P<refund_id>[^/]+)/?", "fetch_refund"),
         ("GET", r"/checkout/(?P<code>[^/]+)", "checkout_page"),
         ("POST", r"/checkout/(?P<code>[^/]+)/(?P<action>pay|decline)", "checkout_action"),
         ("GET", r"/_sandbox/health", "control_health"),
         ("POST", r"/_sandbox/transactions", "control_create"),
         ("POST", r"/_sandbox/transactions/(?P<reference>[^/]+)/pay", "control_pay"),
+        ("POST", r"/_sandbox/refunds", "control_refund"),
+        ("POST", r"/_sandbox/refunds/(?P<refund_id>\d+)/finish", "control_finish_refund"),
+        ("POST", r"/_sandbox/refunds/(?P<refund_id>\d+)/catch-up", "control_catch_up"),
         ("POST", r"/_sandbox/deliver", "control_deliver"),
         ("GET", r"/_sandbox/faults", "control_faults"),
         ("POST", r"/_sandbox/faults", "control_add_fault"),
@@ -82,12 +154,50 @@ def positive_int(value: Any) -> int | None:
     return None
 
 
-def number(body: dict[str, Any], key: str, default: float, cast: type = int) -> Any:
+def number(body: dict, key: str, default: float, cast: type = int) -> Any:
     """A non-negative ``cast`` number from a control request body, or 400."""
     value = body.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise HTTPError(400, f"{key} must be a non-negative number")
     return cast(value)
+
+
+def choice(body: dict, key: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = body.get(key, default)
+    if not isinstance(value, str) or value not in allowed:
+        raise HTTPError(400, f"{key} must be one of {', '.join(allowed)}")
+    return value
+
+
+def transaction_key(body: dict) -> str | int:
+    """``transaction`` of a request body: a reference or a numeric id."""
+    key = body.get("transaction")
+    if not isinstance(key, str | int) or isinstance(key, bool) or key == "":
+        raise HTTPError(400, "Transaction reference or id is required")
+    return key
+
+
+def optional_amount(body: dict, key: str) -> int | None:
+    if body.get(key) is None:
+        return None
+    amount = positive_int(body[key])
+    if amount is None:
+        raise HTTPError(400, "Invalid amount")
+    return amount
+
+
+def refund_plan(body: dict) -> RefundPlan:
+    """The plan a control request gives for a refund (see the module docstring)."""
+    steps = body.get("steps", [])
+    if not isinstance(steps, list) or any(step not in REFUND_STEPS for step in steps):
+        raise HTTPError(400, f"steps must be a list of {', '.join(REFUND_STEPS)}")
+    catch_up_after = body.get("catch_up_after")
+    return RefundPlan(
+        outcome=choice(body, "outcome", "processed", (*REFUND_OUTCOMES, "pending")),
+        steps=tuple(steps),
+        lag=choice(body, "lag", "none", REFUND_LAGS),
+        catch_up_after=None if catch_up_after is None else number(body, "catch_up_after", 0, float),
+    )
 
 
 def parse_moment(value: str, end_of_day: bool = False) -> datetime:
@@ -113,7 +223,11 @@ class SandboxServer(ThreadingHTTPServer):
     request_queue_size = 128  # benchmarks open many connections at once
 
     def __init__(
-        self, address: tuple[str, int], secret_key: str, config: Config, public_url: str | None
+        self,
+        address: tuple[str, int],
+        secret_key: str,
+        config: Config,
+        public_url: str | None,
     ) -> None:
         super().__init__(address, Handler)
         self.secret_key = secret_key
@@ -122,8 +236,7 @@ class SandboxServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        # Bound from the (host, port) of str and int it was given; typeshed allows bytes too.
-        host, port = cast("tuple[str, int]", self.server_address[:2])
+        host, port = self.server_address[:2]
         return f"http://{host}:{port}"
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -133,59 +246,72 @@ class SandboxServer(ThreadingHTTPServer):
         else:
             logger.exception("error while handling a request from %s", client_address)
 
-    def webhook(
+    def charge_success(
+        self, reference: str, *, times: int | None = None, delay: float | None = None
+    ) -> None:
+        """Post ``charge.success`` about a payment, in the background."""
+        data = self.store.charge_event(reference)
+        if data is not None:
+            self.post_events([("charge.success", data)], reference, times=times, delay=delay)
+
+    def post_events(
         self,
-        event: str,
+        events: list[tuple[str, dict[str, Any]]],
         reference: str,
         *,
         times: int | None = None,
         delay: float | None = None,
         wait: bool = False,
         retries: int | None = None,
-    ) -> list[int | None] | None:
-        """Post ``event`` about ``reference`` ``times`` times concurrently, after ``delay`` seconds.
+    ) -> list[int | None]:
+        """Post ``events`` about ``reference`` in order: ``times`` concurrent copies of each,
+        each copy after ``delay`` seconds, the next event once the copies are answered.
 
-        Returns each copy's final HTTP status (None = no answer) when ``wait``, else [] at once;
-        None if the transaction is unknown. Webhooks carry the stored truth, never overrides.
+        Returns every copy's final HTTP status (None = no answer) when ``wait``, else [] at
+        once while a thread delivers.
         """
-        tx = self.store.get(reference)
-        if tx is None:
-            return None
-        data: dict[str, Any] | None
-        if event == "charge.success":
-            data = self.store.charge_event(reference)
-        else:
-            data = self.store.refund_event(reference)
         default_times, default_delay = self.store.delivery(reference)
         times = default_times if times is None else times
         delay = default_delay if delay is None else delay
         config = self.store.config
         retries = config.webhook_retries if retries is None else retries
-        # Serialize once and sign exactly those bytes. Compact separators and raw UTF-8 (like
-        # Paystack), so a receiver that hashes re-serialized JSON instead of the raw body fails.
+        url, pause = config.webhook_url, config.webhook_retry_delay
+        signed = [self._sign(event, data) for event, data in events]
+        results: list[int | None] = []
+
+        def deliver(raw: bytes, signature: str, statuses: list[int | None], i: int) -> None:
+            try:
+                if delay:
+                    time.sleep(delay)
+                statuses[i] = self._post(url, raw, signature, retries, pause)
+            finally:
+                self.store.webhook_done()
+
+        def deliver_all() -> None:
+            for raw, signature in signed:
+                statuses: list[int | None] = [None] * times
+                args = [(raw, signature, statuses, i) for i in range(times)]
+                copies = [threading.Thread(target=deliver, args=a, daemon=True) for a in args]
+                for copy in copies:
+                    copy.start()
+                for copy in copies:
+                    copy.join()
+                results.extend(statuses)
+
+        self.store.webhooks_queued(len(signed) * times)
+        if wait:
+            deliver_all()
+            return results
+        threading.Thread(target=deliver_all, daemon=True, name=f"webhook-{reference}").start()
+        return []
+
+    def _sign(self, event: str, data: dict[str, Any]) -> tuple[bytes, str]:
+        """The body and its signature. Serialized once and those bytes signed: compact
+        separators and raw UTF-8 (like Paystack), so a receiver that hashes re-serialized JSON
+        instead of the raw body fails."""
         body = json.dumps({"event": event, "data": data}, separators=(",", ":"), ensure_ascii=False)
         raw = body.encode()
-        signature = hmac.new(self.secret_key.encode(), raw, hashlib.sha512).hexdigest()
-        results: list[int | None] = [None] * times
-
-        def deliver(i: int) -> None:
-            if delay:
-                time.sleep(delay)
-            results[i] = self._post(
-                config.webhook_url, raw, signature, retries, config.webhook_retry_delay
-            )
-
-        threads = [
-            threading.Thread(target=deliver, args=(i,), daemon=True, name=f"webhook-{reference}")
-            for i in range(times)
-        ]
-        for thread in threads:
-            thread.start()
-        if not wait:
-            return []
-        for thread in threads:
-            thread.join()
-        return results
+        return raw, hmac.new(self.secret_key.encode(), raw, hashlib.sha512).hexdigest()
 
     def _post(self, url: str, raw: bytes, signature: str, retries: int, pause: float) -> int | None:
         """One delivery: a first attempt, then up to ``retries`` more while the answer isn't 200."""
@@ -208,6 +334,19 @@ class SandboxServer(ThreadingHTTPServer):
                 return status
             logger.warning("webhook to %s failed (attempt %d): %s", url, attempt + 1, reason)
         return status
+
+    def catch_up_later(self, refund_id: int, plan: RefundPlan) -> None:
+        """Let a lagging gateway catch up with a refund after the plan's delay, if it has one."""
+        if plan.lag == "none" or plan.outcome == "pending" or plan.catch_up_after is None:
+            return
+
+        def catch_up() -> None:
+            with contextlib.suppress(Refused):  # the refund is gone after a reset
+                self.store.catch_up(refund_id)
+
+        timer = threading.Timer(plan.catch_up_after, catch_up)
+        timer.daemon = True
+        timer.start()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -252,6 +391,8 @@ class Handler(BaseHTTPRequestHandler):
             getattr(self, name)(**args)
         except HTTPError as exc:
             self.send_json(exc.status, exc.payload, exc.headers)
+        except Refused as exc:
+            self.send_json(exc.status, {"status": False, "message": str(exc)})
         except ConnectionError:
             raise  # the client is gone; SandboxServer.handle_error notes it
         except Exception:
@@ -288,6 +429,10 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def ok(self, message: str, data: Any, **extra: Any) -> None:
+        """Paystack's success envelope."""
+        self.send_json(200, {"status": True, "message": message, "data": data, **extra})
+
     def fault(self, endpoint: str, reference: str | None) -> None:
         """Count the call; play an injected fault if one matches (raise, or sleep then go on)."""
         fault = self.server.store.api_call(endpoint, reference)
@@ -301,6 +446,24 @@ class Handler(BaseHTTPRequestHandler):
             headers = {"Retry-After": wait, "x-ratelimit-reset": wait}
             raise HTTPError(429, "Rate limit exceeded!", headers, code="rate_limited")
         time.sleep(fault.delay)  # "timeout": the client's own timeout should fire first
+
+    def fault_about(self, endpoint: str, key: str | int | None) -> None:
+        """``fault`` for a call about a transaction given by reference or id (or nothing)."""
+        tx = self.server.store.find(key) if key not in (None, "") else None
+        self.fault(endpoint, tx.reference if tx else (None if key is None else str(key)))
+
+    def post_change(self, change: Change, body: dict[str, Any]) -> list[int | None]:
+        """Post a change's webhooks as a control request asks (nothing if ``send`` is false)."""
+        if body.get("send", True) is False:
+            return []
+        return self.server.post_events(
+            change.events,
+            change.reference,
+            times=max(1, number(body, "times", 1)) if "times" in body else None,
+            delay=number(body, "delay", 0, float) if "delay" in body else None,
+            wait=bool(body.get("wait")),
+            retries=number(body, "retries", 0) if "retries" in body else None,
+        )
 
     # -- Paystack API --------------------------------------------------------------------------
 
@@ -335,7 +498,7 @@ class Handler(BaseHTTPRequestHandler):
             "access_code": tx.access_code,
             "reference": tx.reference,
         }
-        self.send_json(200, {"status": True, "message": "Authorization URL created", "data": data})
+        self.ok("Authorization URL created", data)
 
     def verify(self, reference: str) -> None:
         self.fault("verify", reference or None)
@@ -344,13 +507,12 @@ class Handler(BaseHTTPRequestHandler):
         data = self.server.store.report(reference)
         if data is None:
             raise HTTPError(400, "Transaction reference not found", code="transaction_not_found")
-        self.send_json(200, {"status": True, "message": "Verification successful", "data": data})
+        self.ok("Verification successful", data)
 
     def list_transactions(self) -> None:
         self.fault("list", None)
         q = self.query
         per_page = positive_int(q.get("perPage") or q.get("per_page")) or 50
-        number_ = positive_int(q.get("page")) or 1
         items = self.server.store.listing()
         if status := q.get("status"):
             items = [t for t in items if t["status"] == status]
@@ -361,41 +523,36 @@ class Handler(BaseHTTPRequestHandler):
         if end := q.get("to"):
             before = iso(parse_moment(end, end_of_day=True))
             items = [t for t in items if t["created_at"] <= before]
-        total, skipped = len(items), (number_ - 1) * per_page
-        meta = {
-            "total": total,
-            "skipped": skipped,
-            "perPage": per_page,
-            "page": number_,
-            "pageCount": -(-total // per_page),
-        }
-        data = items[skipped : skipped + per_page]
-        self.send_json(
-            200, {"status": True, "message": "Transactions retrieved", "data": data, "meta": meta}
-        )
+        data, meta = offset_page(items, positive_int(q.get("page")) or 1, per_page)
+        self.ok("Transactions retrieved", data, meta=meta)
 
     def refund(self) -> None:
         body = self.body()
-        key = body.get("transaction")
-        if not isinstance(key, str | int) or isinstance(key, bool) or key == "":
-            raise HTTPError(400, "Transaction reference or id is required")
-        tx = self.server.store.find(key)
-        self.fault("refund", tx.reference if tx else str(key))
-        amount = body.get("amount")
-        if amount is not None and (amount := positive_int(amount)) is None:
-            raise HTTPError(400, "Invalid amount")
-        data, error = self.server.store.refund(key, amount)
-        if data is None:
-            raise HTTPError(400, error or "Transaction not found")
-        self.server.webhook("refund.processed", data["reference"])
-        refund = {
-            "transaction": data,
-            "amount": amount or data["amount"],
-            "currency": data["currency"],
-            "status": "pending",
-        }
-        message = "Refund has been queued for processing"
-        self.send_json(200, {"status": True, "message": message, "data": refund})
+        key = transaction_key(body)
+        self.fault_about("refund", key)
+        change = self.server.store.create_refund(key, optional_amount(body, "amount"), RefundPlan())
+        self.server.post_events(change.events, change.reference)
+        self.ok("Refund has been queued for processing", change.created)
+
+    def list_refunds(self) -> None:
+        q = self.query
+        transaction = q.get("transaction") or q.get("reference")  # "reference": older docs
+        self.fault_about("refund_list", transaction)
+        per_page = positive_int(q.get("perPage") or q.get("per_page")) or 50
+        records = self.server.store.refund_records(transaction)
+        data, meta = offset_page(records, positive_int(q.get("page")) or 1, per_page)
+        meta["perPage"] = str(per_page)
+        meta["failedRefundCount"] = sum(r["status"] == "failed" for r in records)
+        self.ok("Refunds retrieved", data, meta=meta)
+
+    def fetch_refund(self, refund_id: str) -> None:
+        record = None
+        if refund_id.isascii() and refund_id.isdigit():
+            record = self.server.store.refund_record(int(refund_id))
+        self.fault("refund_fetch", record["transaction_reference"] if record else None)
+        if record is None:
+            raise HTTPError(404, "Refund not found")
+        self.ok("Refund retrieved", record)
 
     # -- checkout (the payer's browser) --------------------------------------------------------
 
@@ -425,7 +582,7 @@ class Handler(BaseHTTPRequestHandler):
                 409, page("Already settled", f"<p>Status: {html.escape(tx.status)}</p>")
             )
         if status == "success":  # only successful charges are pushed; in the background
-            self.server.webhook("charge.success", tx.reference)
+            self.server.charge_success(tx.reference)
         if not tx.callback_url:
             title = "Paid" if status == "success" else "Declined"
             return self.send_html(200, page(title, f"<p>{html.escape(tx.reference)}</p>"))
@@ -483,25 +640,56 @@ class Handler(BaseHTTPRequestHandler):
             raise HTTPError(409, "Transaction is not awaiting payment")
         times = number(body, "times", 1) if "times" in body else None
         delay = number(body, "delay", 0, float) if "delay" in body else None
-        self.server.webhook("charge.success", reference, times=times, delay=delay)
+        self.server.charge_success(reference, times=times, delay=delay)
         self.send_json(200, {"reference": reference, "status": "success"})
+
+    def control_refund(self) -> None:
+        body = self.body()
+        plan = refund_plan(body)
+        change = self.server.store.create_refund(
+            transaction_key(body), optional_amount(body, "amount"), plan
+        )
+        self.post_change(change, body)
+        self.server.catch_up_later(change.data["id"], plan)
+        self.send_json(200, change.data)
+
+    def control_finish_refund(self, refund_id: str) -> None:
+        body = self.body()
+        plan = refund_plan(body)
+        change = self.server.store.finish_refund(int(refund_id), plan)
+        self.post_change(change, body)
+        self.server.catch_up_later(int(refund_id), plan)
+        self.send_json(200, change.data)
+
+    def control_catch_up(self, refund_id: str) -> None:
+        self.send_json(200, self.server.store.catch_up(int(refund_id)))
 
     def control_deliver(self) -> None:
         body = self.body()
         event = body.get("event", "charge.success")
-        if event not in ("charge.success", "refund.processed"):
-            raise HTTPError(400, "event must be charge.success or refund.processed")
+        refunds = tuple(f"refund.{status}" for status in (*REFUND_STEPS, *REFUND_OUTCOMES))
+        if event != "charge.success" and event not in refunds:
+            raise HTTPError(400, f"event must be charge.success or one of {', '.join(refunds)}")
+        reference = str(body.get("reference"))
+        refund_id = body.get("refund")
+        if refund_id is not None and positive_int(refund_id) != refund_id:
+            raise HTTPError(400, "refund must be a refund id")
+        store = self.server.store
+        if event == "charge.success":
+            data = store.charge_event(reference)
+        else:
+            data = store.refund_event(reference, refund_id, event.removeprefix("refund."))
+        if data is None:
+            raise HTTPError(404, "Transaction reference not found")
         retries = number(body, "retries", 0) if "retries" in body else None
-        statuses = self.server.webhook(
-            event,
-            str(body.get("reference")),
+        statuses = self.server.post_events(
+            [(event, data)],
+            reference,
             times=max(1, number(body, "times", 1)),
             delay=number(body, "delay", 0, float),
             wait=bool(body.get("wait")),
             retries=retries,
         )
-        if statuses is None:
-            raise HTTPError(404, "Transaction reference not found")
         self.send_json(200, {"statuses": statuses})
 
     def control_faults(self) -> None:
@@ -509,12 +697,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def control_add_fault(self) -> None:
         body = self.body()
-        endpoint, kind = body.get("endpoint", "any"), str(body.get("fault"))
+        endpoint = choice(body, "endpoint", "any", (*ENDPOINTS, "any"))
+        kind = choice(body, "fault", "", FAULT_KINDS)
         reference = body.get("reference")
-        if endpoint not in ("initialize", "verify", "list", "refund", "any"):
-            raise HTTPError(400, "endpoint must be initialize, verify, list, refund or any")
-        if kind not in FAULT_KINDS:
-            raise HTTPError(400, "fault must be 500, 429 or timeout")
         fault = Fault(
             endpoint=endpoint,
             reference=str(reference) if reference is not None else None,
@@ -549,6 +734,8 @@ class Handler(BaseHTTPRequestHandler):
             body = self.body()
             if "webhook_url" in body and not isinstance(body["webhook_url"], str):
                 raise HTTPError(400, "webhook_url must be a string")
+            if not isinstance(body.get("reverse_on_partial_refund", False), bool):
+                raise HTTPError(400, "reverse_on_partial_refund must be true or false")
             c = store.config
             changes = {  # validate everything before changing anything
                 "webhook_url": body.get("webhook_url", c.webhook_url),
@@ -557,6 +744,9 @@ class Handler(BaseHTTPRequestHandler):
                 "webhook_retries": number(body, "webhook_retries", c.webhook_retries),
                 "webhook_retry_delay": number(
                     body, "webhook_retry_delay", c.webhook_retry_delay, float
+                ),
+                "reverse_on_partial_refund": body.get(
+                    "reverse_on_partial_refund", c.reverse_on_partial_refund
                 ),
             }
             with store.lock:

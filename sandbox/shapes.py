@@ -1,10 +1,11 @@
 """The JSON objects the sandbox answers and posts, shaped like Paystack's samples.
 
-Sources: the response samples of Paystack's docs (PaystackOSS/doc-code-snippets:
-``dist/api/transactions/*``) and its OpenAPI (PaystackOSS/openapi ``dist/paystack.yaml``).
-Objects carry every field a typed client such as pypaystack2 requires, with the documented
-types (its models: ``Transaction``, ``Customer``), and Paystack's doubled spellings
-(``paid_at``/``paidAt``, ``created_at``/``createdAt``).
+Sources: the response and event samples of Paystack's docs (PaystackOSS/doc-code-snippets:
+``dist/api/transactions/*``, ``dist/api/refunds/*``, ``dist/doc/payments/refunds/events.js``)
+and its OpenAPI (PaystackOSS/openapi ``dist/paystack.yaml``). Objects carry every field a typed
+client such as pypaystack2 requires, with the documented types (its models: ``Transaction``,
+``Customer``, ``Refund``),
+and Paystack's doubled spellings (``paid_at``/``paidAt``, ``created_at``/``createdAt``).
 
 Pure functions of the records in ``sandbox.state``, which change under the store's lock: call
 them with that lock held.
@@ -13,13 +14,15 @@ them with that lock held.
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sandbox.state import Transaction
+    from sandbox.state import Refund, Transaction
 
+INTEGRATION = 412829  # the merchant's integration id, as in Paystack's samples
+MERCHANT = "merchant@example.com"  # who "initiated" refunds on the dashboard
 # What data.gateway_response says for each data.status (Paystack's wording where it has one).
 GATEWAY_RESPONSES = {
     "success": "Successful",
@@ -27,6 +30,9 @@ GATEWAY_RESPONSES = {
     "failed": "Declined",
     "abandoned": "The transaction was not completed",
 }
+# Refund statuses whose event carries the refund's amount as a string, not a number
+# (refund.pending/processing/processed samples use strings; failed/needs-attention numbers).
+STRING_AMOUNT = ("pending", "processing", "processed")
 
 
 def iso(moment: datetime) -> str:
@@ -96,7 +102,7 @@ def _authorization(tx: Transaction) -> dict[str, Any]:
 
 
 def transaction(tx: Transaction) -> dict[str, Any]:
-    """The ``data`` of verify, fetch, list items, ``charge.success`` and a dispute's transaction."""
+    """The ``data`` of verify, list items and ``charge.success``."""
     paid_at, created_at = iso_or_none(tx.paid_at), iso(tx.created_at)
     return {
         "id": tx.id,
@@ -137,3 +143,84 @@ def transaction(tx: Transaction) -> dict[str, Any]:
         "transaction_date": created_at,
         "plan_object": {},
     }
+
+
+def _notes(reference: str) -> dict[str, str]:
+    return {
+        "customer_note": f"Refund for transaction {reference}",
+        "merchant_note": f"Refund for transaction {reference} by {MERCHANT}",
+    }
+
+
+def refund_record(refund: Refund) -> dict[str, Any]:
+    """A refund as ``GET /refund/:id`` and ``GET /refund`` show it (``transaction`` = its id)."""
+    tx = refund.transaction
+    created_at, updated_at = iso(refund.created_at), iso(refund.updated_at or refund.created_at)
+    return {
+        "id": refund.id,
+        "integration": INTEGRATION,
+        "domain": "test",
+        "transaction": tx.id,
+        "transaction_reference": tx.reference,
+        "dispute": None,
+        "settlement": None,
+        "amount": refund.amount,
+        "deducted_amount": refund.amount,
+        "fully_deducted": True,
+        "currency": tx.currency,
+        "channel": "card",
+        "status": refund.status,
+        "refunded_by": MERCHANT,
+        "refunded_at": iso_or_none(refund.refunded_at),
+        "expected_at": iso(refund.created_at + timedelta(days=7)),
+        **_notes(tx.reference),
+        "bank_reference": None,
+        "reason": None,
+        "customer": customer(tx.email),
+        "refund_type": "full" if refund.amount == tx.amount else "partial",
+        "transaction_amount": tx.amount,
+        "initiated_by": MERCHANT,
+        "refund_channel": "card",
+        "session_id": None,
+        "collect_account_number": False,
+        "created_at": created_at,
+        "createdAt": created_at,
+        "updated_at": updated_at,
+        "updatedAt": updated_at,
+    }
+
+
+def refund_created(refund: Refund) -> dict[str, Any]:
+    """``POST /refund``'s ``data``: the record as queued, with the whole transaction embedded."""
+    return {
+        **refund_record(refund),
+        "status": "pending",
+        "refunded_at": None,
+        "transaction": transaction(refund.transaction),
+    }
+
+
+def refund_event(refund: Refund, status: str) -> dict[str, Any]:
+    """``data`` of a ``refund.<status>`` webhook.
+
+    No payment id, reference, paid_at or metadata: only ``transaction_reference``. The refund
+    reference is null while pending/processing; the amount is a string in pending, processing
+    and processed events and a number in failed and needs-attention ones; only needs-attention
+    carries an ``id`` (the refund's, as a string) and the notes.
+    """
+    tx = refund.transaction
+    in_flight = status in ("pending", "processing")
+    data: dict[str, Any] = {
+        "status": status,
+        "transaction_reference": tx.reference,
+        "refund_reference": None if in_flight else refund.refund_reference,
+        "amount": str(refund.amount) if status in STRING_AMOUNT else refund.amount,
+        "currency": tx.currency,
+        "processor": "sandbox",
+        "customer": {"first_name": None, "last_name": None, "email": tx.email},
+        "integration": INTEGRATION,
+        "domain": "test",
+    }
+    if status == "needs-attention":
+        data.update(id=str(refund.id), **_notes(tx.reference))
+    return data

@@ -1,7 +1,17 @@
-"""In-memory state of the sandbox: transactions, faults, overrides, counters and webhook config.
+"""In-memory state of the sandbox: transactions, refunds, faults, overrides, counters.
 
 Everything sits behind one ``threading.Lock``; each method holds it only for a few dict operations,
 so hundreds of verify calls per second from many keep-alive connections do not queue up on it.
+Methods that change what the gateway knows return a ``Change``: the answer and the webhooks to
+send, built under the lock so they are consistent; the server posts the webhooks afterwards.
+
+How refunds move (Paystack's support article "Understanding refund statuses" and
+its docs, see docs/paystack.md): a refund is ``pending``, then ``processing``, then ends
+``processed``, ``failed`` or ``needs-attention`` (a person must give the customer's account).
+Several partial refunds may add up to the amount paid. The transaction that verify reports
+turns ``reversed`` once processed refunds cover its whole amount (Paystack documents no
+partial state; ``Config.reverse_on_partial_refund`` models the reading that any processed
+refund reverses it).
 """
 
 from __future__ import annotations
@@ -9,20 +19,33 @@ from __future__ import annotations
 import secrets
 import threading
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from sandbox import shapes
 
-ENDPOINTS = ("initialize", "verify", "list", "refund")
+ENDPOINTS = ("initialize", "verify", "list", "refund", "refund_list", "refund_fetch")
 FAULT_KINDS = ("500", "429", "timeout")
 # Fields that /_sandbox/overrides may change in what verify and list report.
 OVERRIDABLE = ("amount", "requested_amount", "currency", "status", "domain")
+# Not final, so they can still become success (an abandoned payment may be completed later).
+PAYABLE = ("abandoned", "ongoing", "pending", "processing", "queued")
+REFUND_STEPS = ("pending", "processing")  # statuses a refund passes through
+REFUND_OUTCOMES = ("processed", "failed", "needs-attention")
+REFUND_LAGS = ("none", "verify", "all")
 
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+class Refused(Exception):
+    """The gateway refuses the request: an HTTP status and Paystack's message."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass
@@ -38,15 +61,49 @@ class Transaction:
     paid_at: datetime | None = None
     callback_url: str | None = None
     metadata: Any = None
-    refund_reference: str | None = None
-    refund_amount: int | None = None
+    refund_reference: str | None = None  # of a refund event delivered with no refund made
+    refunds: list[Refund] = field(default_factory=list)
 
     def data(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The ``data`` object of verify, list items and the ``charge.success`` webhook."""
+        """The ``data`` object of verify, list items and ``charge.success``."""
         out = shapes.transaction(self)
         if overrides:
             out.update((k, v) for k, v in overrides.items() if k in OVERRIDABLE)
         return out
+
+
+@dataclass
+class Refund:
+    id: int
+    transaction: Transaction
+    amount: int
+    created_at: datetime
+    outcome: str = "pending"  # where it is going: a REFUND_OUTCOMES, or pending (in flight)
+    status: str = "pending"  # what the gateway's refund record says
+    counted: bool = False  # processed, and verify has caught up: counts toward "reversed"
+    refund_reference: str | None = None  # minted when it reaches an outcome
+    refunded_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RefundPlan:
+    """How the gateway carries a refund along (see ``POST /_sandbox/refunds``)."""
+
+    outcome: str = "processed"  # a REFUND_OUTCOMES, or "pending": it stays in flight
+    steps: tuple[str, ...] = ()  # REFUND_STEPS whose events go out before the outcome's
+    lag: str = "none"  # "verify": verify lags the outcome's event; "all": the record lags too
+    catch_up_after: float | None = None  # seconds until a lagging gateway catches up; None: asked
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a change at the gateway answers, and the webhooks it sends, in order."""
+
+    reference: str  # the payment concerned (webhook delivery settings are per reference)
+    data: dict[str, Any]
+    events: list[tuple[str, dict[str, Any]]]
+    created: dict[str, Any] | None = None  # a new refund as POST /refund answers it
 
 
 @dataclass
@@ -64,13 +121,14 @@ class Fault:
 
 @dataclass
 class Config:
-    """Global webhook delivery settings (changed at runtime by /_sandbox/config)."""
+    """Global settings, changed at runtime by /_sandbox/config."""
 
     webhook_url: str
     webhook_times: int = 1
     webhook_delay: float = 0.0
     webhook_retries: int = 3
     webhook_retry_delay: float = 1.0
+    reverse_on_partial_refund: bool = False
 
 
 class Store:
@@ -81,14 +139,17 @@ class Store:
         self.transactions: dict[str, Transaction] = {}
         self.by_access_code: dict[str, str] = {}
         self.by_id: dict[int, str] = {}
+        self.refunds: dict[int, Refund] = {}
         self.faults: list[Fault] = []
         self.overrides: dict[str, dict[str, Any]] = {}
         self.counts: Counter[str] = Counter()  # "verify", "faults_served", "webhooks.ok", ...
         self.verify_by_reference: Counter[str] = Counter()
+        self.in_flight = 0  # webhook copies not delivered yet (or given up); survives reset
         # Ids and refund references survive /_sandbox/reset on purpose: the app under test keeps its
         # database across sandbox resets and dedupes on them, so they must never repeat.
         self._next_id = 4_399_260_516  # > 2**32 (Paystack: 4,099,260,516 > 2**31)
-        self._next_refund = 132_013_318_360
+        self._next_refund_id = 3_018_284
+        self._next_refund_reference = 132_013_318_360
 
     def reset(self) -> None:
         with self.lock:
@@ -96,6 +157,7 @@ class Store:
             self.transactions.clear()
             self.by_access_code.clear()
             self.by_id.clear()
+            self.refunds.clear()
             self.faults.clear()
             self.overrides.clear()
             self.counts.clear()
@@ -144,10 +206,12 @@ class Store:
         with self.lock:
             return self.transactions.get(self.by_access_code.get(access_code, ""))
 
-    def settle(
-        self, reference: str, status: str, allowed_from: tuple[str, ...]
-    ) -> dict[str, Any] | None:
-        """Move a transaction to ``status`` if it is in ``allowed_from``; its data, or None."""
+    def settle(self, reference: str, status: str, allowed_from: tuple[str, ...]) -> dict | None:
+        """Move a transaction to ``status`` if it is in ``allowed_from``; its data, or None.
+
+        Paid means paid now: ``paid_at`` is the moment of this call, also for a payment that
+        was abandoned long ago and completed late.
+        """
         with self.lock:
             tx = self.transactions.get(reference)
             if tx is None or tx.status not in allowed_from:
@@ -156,48 +220,6 @@ class Store:
             if status == "success":
                 tx.paid_at = now()
             return tx.data()
-
-    def refund(
-        self, key: str | int, amount: int | None
-    ) -> tuple[dict[str, Any] | None, str | None]:
-        """Reverse a paid transaction: ``(its data, None)`` or ``(None, Paystack's message)``."""
-        with self.lock:
-            tx = self._find(key)
-            if tx is None:
-                return None, "Transaction not found"
-            if tx.status == "reversed":
-                return None, "Transaction has been fully reversed"
-            if tx.status != "success":
-                return None, "Transaction has not been paid"
-            if amount is not None and amount > tx.amount:
-                return None, "Refund amount cannot be more than the transaction amount"
-            tx.status = "reversed"
-            tx.refund_amount = amount or tx.amount
-            return tx.data(), None
-
-    def refund_event(self, reference: str) -> dict[str, Any] | None:
-        """``data`` of a ``refund.processed`` webhook.
-
-        Note the amount is a string, and there is no payment id, reference, paid_at or metadata.
-        The refund reference is minted once per transaction, so every copy and every later
-        delivery is recognisably the same refund.
-        """
-        with self.lock:
-            tx = self.transactions.get(reference)
-            if tx is None:
-                return None
-            if tx.refund_reference is None:
-                tx.refund_reference = str(self._next_refund)
-                self._next_refund += 1
-            return {
-                "status": "processed",
-                "transaction_reference": tx.reference,
-                "refund_reference": tx.refund_reference,
-                "amount": str(tx.refund_amount or tx.amount),
-                "currency": tx.currency,
-                "domain": "test",
-                "customer": {"email": tx.email},
-            }
 
     def charge_event(self, reference: str) -> dict[str, Any] | None:
         """``data`` of a ``charge.success`` webhook: the stored truth (never overrides), paid.
@@ -236,6 +258,139 @@ class Store:
             merged.update(values)
             return dict(merged)
 
+    # -- refunds -------------------------------------------------------------------------------
+
+    def create_refund(self, key: str | int, amount: int | None, plan: RefundPlan) -> Change:
+        """A refund of ``amount`` (default: all not refunded yet), carried along ``plan``."""
+        with self.lock:
+            tx = self._find(key)
+            if tx is None:
+                raise Refused("Transaction not found")
+            if tx.status == "reversed":
+                raise Refused("Transaction has been fully reversed")
+            if tx.status != "success":
+                raise Refused("Transaction has not been paid")
+            # A refund holds its amount from the start; only a failed one gives it back.
+            left = tx.amount - sum(r.amount for r in tx.refunds if r.outcome != "failed")
+            if left <= 0:
+                raise Refused("Transaction has been fully reversed")
+            if amount is not None and amount > left:
+                raise Refused("Refund amount cannot be more than the transaction amount")
+            refund = Refund(self._next_refund_id, tx, amount or left, created_at=now())
+            self._next_refund_id += 1
+            self.refunds[refund.id] = refund
+            tx.refunds.append(refund)
+            created = shapes.refund_created(refund)
+            events = self._advance(refund, plan)
+            return Change(tx.reference, shapes.refund_record(refund), events, created)
+
+    def finish_refund(self, refund_id: int, plan: RefundPlan) -> Change:
+        """Carry a refund in flight (or one that needs attention) on along ``plan``."""
+        with self.lock:
+            refund = self._refund(refund_id)
+            if refund.outcome not in ("pending", "needs-attention"):
+                raise Refused(f"Refund {refund_id} is already {refund.outcome}", 409)
+            events = self._advance(refund, plan)
+            return Change(refund.transaction.reference, shapes.refund_record(refund), events)
+
+    def catch_up(self, refund_id: int) -> dict[str, Any]:
+        """A lagging gateway catches up with a refund's outcome; the refund record."""
+        with self.lock:
+            refund = self._refund(refund_id)
+            if refund.outcome != "pending":
+                self._catch_up(refund)
+            return shapes.refund_record(refund)
+
+    def refund_record(self, refund_id: int) -> dict[str, Any] | None:
+        with self.lock:
+            refund = self.refunds.get(refund_id)
+            return shapes.refund_record(refund) if refund else None
+
+    def refund_records(self, transaction: str | None) -> list[dict[str, Any]]:
+        """Refunds, newest first: of one transaction (reference or id), or all of them."""
+        with self.lock:
+            if transaction is None:
+                refunds = list(self.refunds.values())
+            else:
+                tx = self._find(transaction)
+                refunds = list(tx.refunds) if tx else []
+            refunds.sort(key=lambda r: (r.created_at, r.id), reverse=True)
+            return [shapes.refund_record(r) for r in refunds]
+
+    def refund_event(self, reference: str, refund_id: int | None, status: str) -> dict | None:
+        """``data`` of a ``refund.<status>`` webhook, for a delivery the caller asks for.
+
+        About ``refund_id``, else the transaction's latest refund, else a refund never made
+        (a forged or early event). A refund reference is minted once per refund, so every copy
+        and every later delivery is recognisably the same refund.
+        """
+        with self.lock:
+            tx = self.transactions.get(reference)
+            if tx is None:
+                return None
+            if refund_id is not None:
+                refund = self._refund(refund_id)
+                if refund.transaction is not tx:
+                    raise Refused(f"Refund {refund_id} is not a refund of {reference}", 404)
+            elif tx.refunds:
+                refund = tx.refunds[-1]
+            else:
+                tx.refund_reference = tx.refund_reference or self._mint_refund_reference()
+                refund = Refund(0, tx, tx.amount, now(), refund_reference=tx.refund_reference)
+            if refund.refund_reference is None and status not in REFUND_STEPS:
+                refund.refund_reference = self._mint_refund_reference()
+            return shapes.refund_event(refund, status)
+
+    def _refund(self, refund_id: int) -> Refund:
+        refund = self.refunds.get(refund_id)
+        if refund is None:
+            raise Refused("Refund not found", 404)
+        return refund
+
+    def _advance(self, refund: Refund, plan: RefundPlan) -> list[tuple[str, dict[str, Any]]]:
+        """Carry ``refund`` along ``plan`` (lock held); the webhooks to send, in order.
+
+        The record and verify move at once, before any webhook goes out, unless the plan makes
+        them lag: then they move at ``catch_up`` while the webhooks say it already happened.
+        """
+        events = [(f"refund.{step}", shapes.refund_event(refund, step)) for step in plan.steps]
+        if plan.steps and plan.lag != "all":
+            self._record(refund, plan.steps[-1])
+        if plan.outcome == "pending":
+            return events
+        refund.outcome = plan.outcome
+        refund.refund_reference = refund.refund_reference or self._mint_refund_reference()
+        events.append((f"refund.{plan.outcome}", shapes.refund_event(refund, plan.outcome)))
+        if plan.lag == "none":
+            self._catch_up(refund)
+        elif plan.lag == "verify":
+            self._record(refund, plan.outcome)
+        return events
+
+    def _record(self, refund: Refund, status: str) -> None:
+        """What the refund record says from now on (lock held)."""
+        refund.status, refund.updated_at = status, now()
+        if status == "processed":
+            refund.refunded_at = refund.refunded_at or refund.updated_at
+
+    def _catch_up(self, refund: Refund) -> None:
+        """Record and verify show the refund's outcome (lock held)."""
+        self._record(refund, refund.outcome)
+        if refund.outcome != "processed" or refund.counted:
+            return
+        refund.counted = True
+        tx = refund.transaction
+        refunded = sum(r.amount for r in tx.refunds if r.counted)
+        if refunded >= tx.amount or self.config.reverse_on_partial_refund:
+            tx.status = "reversed"
+
+    def _mint_refund_reference(self) -> str:
+        reference, self._next_refund_reference = (
+            str(self._next_refund_reference),
+            self._next_refund_reference + 1,
+        )
+        return reference
+
     # -- faults and counters -------------------------------------------------------------------
 
     def edit_faults(self, add: Fault | None = None, clear: bool = False) -> list[dict[str, Any]]:
@@ -262,6 +417,14 @@ class Store:
                     return fault
             return None
 
+    def webhooks_queued(self, copies: int) -> None:
+        with self.lock:
+            self.in_flight += copies
+
+    def webhook_done(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
+
     def count_webhook(self, ok: bool) -> None:
         with self.lock:
             self.counts["webhooks.sent"] += 1
@@ -274,8 +437,12 @@ class Store:
                 "calls": {name: c[name] for name in ENDPOINTS},
                 "verify_by_reference": dict(self.verify_by_reference),
                 "faults_served": c["faults_served"],
-                "webhooks": {k: c[f"webhooks.{k}"] for k in ("sent", "ok", "failed")},
+                "webhooks": {
+                    **{k: c[f"webhooks.{k}"] for k in ("sent", "ok", "failed")},
+                    "in_flight": self.in_flight,
+                },
                 "transactions": len(self.transactions),
+                "refunds": len(self.refunds),
             }
 
     def delivery(self, reference: str | None) -> tuple[int, float]:

@@ -34,6 +34,7 @@ def sandbox(receiver: Receiver) -> Iterator[SandboxServer]:
 def api(sandbox: SandboxServer, receiver: Receiver) -> Client:
     """A client on a freshly reset sandbox and an empty receiver."""
     client = Client(sandbox.url)
+    client.quiet()
     client.control("reset")
     with receiver.lock:
         receiver.posts.clear()

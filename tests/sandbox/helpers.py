@@ -89,6 +89,13 @@ class Client:
         assert response.ok, response.text
         return response.json()
 
+    def quiet(self, timeout: float = 10) -> None:
+        """Wait until no webhook is in flight (a late one would land in the next test)."""
+        deadline = time.monotonic() + timeout
+        while self.control("stats", method="GET")["webhooks"]["in_flight"]:
+            assert time.monotonic() < deadline, "webhooks still in flight"
+            time.sleep(0.02)
+
     def verify(self, reference: str) -> requests.Response:
         return self.get(f"/transaction/verify/{reference}")
 

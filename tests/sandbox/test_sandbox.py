@@ -189,7 +189,7 @@ def test_refund_sends_refund_processed_and_verify_says_reversed(
         reference,
         "NGN",
     )
-    assert data["customer"] == {"email": "voter@example.com"}
+    assert data["customer"] == {"first_name": None, "last_name": None, "email": "voter@example.com"}
     assert api.verify(reference).json()["data"]["status"] == "reversed"
     assert api.post("/refund", json={"transaction": reference}).status_code == 400
 
@@ -236,6 +236,21 @@ def test_fault_timeout_trips_the_client_timeout(api: Client) -> None:
     with pytest.raises(requests.Timeout):
         api.get(f"/transaction/verify/{reference}", timeout=0.5)
     assert api.verify(reference).status_code == 200
+
+
+def test_faults_target_one_endpoint(api: Client) -> None:
+    reference = api.paid()
+    refund = api.post("/refund", json={"transaction": reference, "amount": 100}).json()["data"]
+    api.control("faults", {"endpoint": "refund_fetch", "fault": "500", "count": 1})
+    assert api.get("/refund", params={"transaction": reference}).status_code == 200
+    assert api.get(f"/refund/{refund['id']}").status_code == 500
+    assert api.get(f"/refund/{refund['id']}").status_code == 200
+    calls = api.control("stats", method="GET")["calls"]
+    assert (calls["refund"], calls["refund_list"], calls["refund_fetch"]) == (1, 1, 2)
+    response = requests.post(
+        f"{api.base}/_sandbox/faults", json={"endpoint": "checkout", "fault": "500"}, timeout=5
+    )
+    assert response.status_code == 400
 
 
 def test_reference_fault_spares_other_references(api: Client) -> None:
@@ -289,7 +304,12 @@ def test_failed_deliveries_are_retried(api: Client, receiver: Receiver) -> None:
     reference = api.paid()
     body = {"reference": reference, "wait": True}
     assert api.control("deliver", body) == {"statuses": [200]}
-    assert api.control("stats", method="GET")["webhooks"] == {"sent": 3, "ok": 1, "failed": 2}
+    assert api.control("stats", method="GET")["webhooks"] == {
+        "sent": 3,
+        "ok": 1,
+        "failed": 2,
+        "in_flight": 0,
+    }
 
 
 def test_late_delivery(api: Client, receiver: Receiver) -> None:
@@ -312,7 +332,14 @@ def test_stats_count_calls_per_reference(api: Client) -> None:
         api.verify(reference)
     api.get("/transaction")
     stats = api.control("stats", method="GET")
-    assert stats["calls"] == {"initialize": 0, "verify": 4, "list": 1, "refund": 0}
+    assert stats["calls"] == {
+        "initialize": 0,
+        "verify": 4,
+        "list": 1,
+        "refund": 0,
+        "refund_list": 0,
+        "refund_fetch": 0,
+    }
     assert stats["verify_by_reference"] == {a: 3, b: 1}
     assert stats["transactions"] == 2
 
@@ -326,12 +353,15 @@ def test_reset_forgets_everything_and_restores_config(api: Client, receiver: Rec
     assert api.control("faults", method="GET") == {"faults": []}
     config = api.control("config", method="GET")
     assert (config["webhook_times"], config["webhook_url"]) == (1, receiver.url)
-    assert api.control("stats", method="GET") == {
-        "calls": {"initialize": 0, "verify": 0, "list": 0, "refund": 0},
+    stats = api.control("stats", method="GET")
+    assert set(stats["calls"].values()) == {0}
+    assert stats == {
+        "calls": stats["calls"],
         "verify_by_reference": {},
         "faults_served": 0,
-        "webhooks": {"sent": 0, "ok": 0, "failed": 0},
+        "webhooks": {"sent": 0, "ok": 0, "failed": 0, "in_flight": 0},
         "transactions": 0,
+        "refunds": 0,
     }
     assert api.verify(reference).status_code == 400
 

@@ -2,8 +2,8 @@
 
 The rules below restate what pypaystack2's pydantic models require (gray-adeyi/pypaystack2,
 ``src/pypaystack2/models/response_models.py``: ``Transaction``, ``Customer``,
-``TransactionLog``; enums in ``src/pypaystack2/enums.py``): each required field is present
-with its type, and optional ones, when present, have theirs.
+``TransactionLog``, ``Refund``; enums in ``src/pypaystack2/enums.py``): each required field
+is present with its type, and optional ones, when present, have theirs.
 """
 
 from __future__ import annotations
@@ -78,6 +78,25 @@ TRANSACTION = {
     "requested_amount": optional(integer),
     "ip_address": optional(text),
 }
+REFUND = {
+    "integration": integer,
+    "transaction": lambda value: integer(value) or conforms(value, TRANSACTION),
+    "id": integer,
+    "domain": one_of(*DOMAINS),
+    "currency": one_of(*CURRENCIES),
+    "amount": integer,
+    "status": text,
+    "refunded_by": text,
+    "customer_note": text,
+    "merchant_note": text,
+    "deducted_amount": integer,
+    "fully_deducted": lambda value: isinstance(value, int),  # int | bool
+    "created_at": timestamp,
+    "refunded_at": optional(timestamp),
+    "transaction_reference": optional(text),
+    "customer": optional(lambda value: conforms(value, CUSTOMER)),
+    "transaction_amount": optional(integer),
+}
 
 
 def conforms(obj: Any, rules: dict[str, Any]) -> bool:
@@ -106,3 +125,13 @@ def test_transactions_parse_in_every_state(api: Client, receiver: Receiver) -> N
     api.control(f"transactions/{unpaid}/pay")
     webhooks = receiver.wait_for(1, lambda e: e["event"] == "charge.success")
     assert problems(webhooks[0][2]["data"], TRANSACTION) == []
+
+
+def test_refunds_parse_as_created_fetched_and_listed(api: Client) -> None:
+    reference = api.paid(amount=10000)
+    created = api.post("/refund", json={"transaction": reference, "amount": 4000}).json()["data"]
+    assert problems(created, REFUND) == []
+    fetched = api.get(f"/refund/{created['id']}").json()["data"]
+    assert problems(fetched, REFUND) == []
+    listed = api.get("/refund", params={"transaction": reference}).json()["data"]
+    assert [problems(item, REFUND) for item in listed] == [[]]

@@ -9,6 +9,8 @@ Paystack API (``Authorization: Bearer <secret key>``, else 401 ``Invalid key``):
 
 - ``POST /transaction/initialize {email, amount, reference?, currency?, callback_url?, metadata?}``
 - ``GET /transaction/verify/<reference>``: 400 ``Transaction reference not found`` if unknown.
+- ``GET /transaction/<id>`` (fetch): the verify ``data`` by numeric id; 404 ``Transaction not
+  found``; 400 ``Transaction ID should be numeric``.
 - ``GET /transaction?perPage|per_page&page&status&from&to``: newest first, verify-shaped items;
   meta ``{total, skipped, perPage, page, pageCount}``. ``from``/``to`` are ISO datetimes or
   dates (a ``to`` date is inclusive) and filter on ``created_at``.
@@ -23,8 +25,8 @@ Paystack API (``Authorization: Bearer <secret key>``, else 401 ``Invalid key``):
   failedRefundCount}``. ``GET /refund/<id>``: one refund; 404 ``Refund not found``.
 
 Payer pages: ``GET /checkout/<code>`` with **Pay** (``POST /checkout/<code>/pay``: paid now,
-posts ``charge.success``, redirects to the callback) and **Decline**
-(``POST /checkout/<code>/decline``: failed, no webhook).
+posts ``charge.success``, redirects to the callback; an abandoned payment can still be paid) and
+**Decline** (``POST /checkout/<code>/decline``: failed, no webhook).
 
 Control API (no auth, JSON bodies, under ``/_sandbox/``). Calls that make webhooks take
 ``times`` (concurrent copies), ``delay`` (seconds), ``retries`` and ``wait`` (answer once
@@ -33,7 +35,9 @@ delivered); absent, ``times`` and ``delay`` come from the reference's overrides,
 - ``GET health``; ``POST reset`` (forgets everything but the id counters: ids never repeat).
 - ``POST transactions {reference, amount, status?, currency?, email?, created_at?, metadata?}``
   or ``{"transactions": [...]}``; ``POST transactions/<ref>/pay`` (abandoned or pending →
-  success, ``paid_at`` now, posts ``charge.success``).
+  success, ``paid_at`` now, posts ``charge.success``); ``POST transactions/<ref>/abandon`` (a
+  payment not final → abandoned; still payable later). ``POST next-id {id}``: number new
+  transactions from ``id`` on, up to 2**64 - 1 (never backwards).
 - ``POST refunds {transaction, amount?, steps?, outcome?, lag?, catch_up_after?}``: a refund
   carried along a plan. ``steps``: ``["pending", "processing"]`` or part of it, whose events go
   out first; ``outcome``: ``processed`` (default), ``failed``, ``needs-attention``, or
@@ -47,11 +51,11 @@ delivered); absent, ``times`` and ``delay`` come from the reference's overrides,
   ``charge.success`` (default) or ``refund.<status>`` again (about refund ``refund``, else the
   latest, else one never made), e.g. out of order; answers ``{"statuses"}`` (with ``wait``).
 - ``POST faults {endpoint, reference?, fault, count, retry_after, delay}`` / ``GET`` /
-  ``DELETE faults``: endpoints ``initialize``, ``verify``, ``list``, ``refund``,
+  ``DELETE faults``: endpoints ``initialize``, ``verify``, ``fetch``, ``list``, ``refund``,
   ``refund_list``, ``refund_fetch`` or ``any``; faults ``500``, ``429`` (``Retry-After``),
   ``timeout`` (answers after ``delay``).
 - ``POST overrides {reference, amount?, requested_amount?, currency?, status?, domain?,
-  webhook_times?, webhook_delay?}``: what verify and list report (webhooks carry the
+  webhook_times?, webhook_delay?}``: what verify, fetch and list report (webhooks carry the
   truth), and this reference's webhook delivery.
 - ``GET|POST config {webhook_url, webhook_times, webhook_delay, webhook_retries,
   webhook_retry_delay, reverse_on_partial_refund}``; ``GET stats``: API calls per endpoint,
@@ -83,6 +87,8 @@ from sandbox.shapes import iso
 from sandbox.state import (
     ENDPOINTS,
     FAULT_KINDS,
+    FIRST_ID,
+    MAX_ID,
     OVERRIDABLE,
     PAYABLE,
     REFUND_LAGS,
@@ -110,6 +116,7 @@ ROUTES = [
         ("POST", r"/transaction/initialize", "initialize"),
         ("GET", r"/transaction/verify(?:/(?P<reference>[^/]*))?", "verify"),
         ("GET", r"/transaction/?", "list_transactions"),
+        ("GET", r"/transaction/(?P<transaction_id>[^/]+)/?", "fetch_transaction"),
         ("POST", r"/refund/?", "refund"),
         ("GET", r"/refund/?", "list_refunds"),
         ("GET", r"/refund/(?P<refund_id>[^/]+)/?", "fetch_refund"),
@@ -118,6 +125,8 @@ ROUTES = [
         ("GET", r"/_sandbox/health", "control_health"),
         ("POST", r"/_sandbox/transactions", "control_create"),
         ("POST", r"/_sandbox/transactions/(?P<reference>[^/]+)/pay", "control_pay"),
+        ("POST", r"/_sandbox/transactions/(?P<reference>[^/]+)/abandon", "control_abandon"),
+        ("POST", r"/_sandbox/next-id", "control_next_id"),
         ("POST", r"/_sandbox/refunds", "control_refund"),
         ("POST", r"/_sandbox/refunds/(?P<refund_id>\d+)/finish", "control_finish_refund"),
         ("POST", r"/_sandbox/refunds/(?P<refund_id>\d+)/catch-up", "control_catch_up"),
@@ -152,6 +161,13 @@ def positive_int(value: Any) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
     return None
+
+
+def numeric_id(text: str, message: str) -> int:
+    """A path's numeric id (ASCII digits only), else 400 with Paystack's ``message``."""
+    if not (text.isascii() and text.isdigit()):
+        raise HTTPError(400, message)
+    return int(text)
 
 
 def number(body: dict, key: str, default: float, cast: type = int) -> Any:
@@ -228,10 +244,11 @@ class SandboxServer(ThreadingHTTPServer):
         secret_key: str,
         config: Config,
         public_url: str | None,
+        first_id: int = FIRST_ID,
     ) -> None:
         super().__init__(address, Handler)
         self.secret_key = secret_key
-        self.store = Store(config)
+        self.store = Store(config, first_id)
         self.public_url = (public_url or self.url).rstrip("/")
 
     @property
@@ -509,6 +526,14 @@ class Handler(BaseHTTPRequestHandler):
             raise HTTPError(400, "Transaction reference not found", code="transaction_not_found")
         self.ok("Verification successful", data)
 
+    def fetch_transaction(self, transaction_id: str) -> None:
+        self.fault_about("fetch", transaction_id)
+        tx_id = numeric_id(transaction_id, "Transaction ID should be numeric")
+        data = self.server.store.report(tx_id)
+        if data is None:
+            raise HTTPError(404, "Transaction not found")
+        self.ok("Transaction retrieved", data)
+
     def list_transactions(self) -> None:
         self.fault("list", None)
         q = self.query
@@ -643,6 +668,20 @@ class Handler(BaseHTTPRequestHandler):
         self.server.charge_success(reference, times=times, delay=delay)
         self.send_json(200, {"reference": reference, "status": "success"})
 
+    def control_abandon(self, reference: str) -> None:
+        store = self.server.store
+        if store.get(reference) is None:
+            raise HTTPError(404, "Transaction reference not found")
+        if store.settle(reference, "abandoned", PAYABLE) is None:
+            raise HTTPError(409, "Transaction is not awaiting payment")
+        self.send_json(200, {"reference": reference, "status": "abandoned"})
+
+    def control_next_id(self) -> None:
+        next_id = self.body().get("id")
+        if not isinstance(next_id, int) or isinstance(next_id, bool):
+            raise HTTPError(400, "id must be an integer")
+        self.send_json(200, {"next_id": self.server.store.set_next_id(next_id)})
+
     def control_refund(self) -> None:
         body = self.body()
         plan = refund_plan(body)
@@ -772,14 +811,20 @@ def make_server(
     *,
     webhook_retries: int = 3,
     webhook_retry_delay: float = 1.0,
+    first_id: int = FIRST_ID,
 ) -> SandboxServer:
-    """Bind (port 0 picks a free port; see ``server.url``) without serving yet."""
+    """Bind (port 0 picks a free port; see ``server.url``) without serving yet.
+
+    ``first_id`` numbers the transactions (ids above 2**63 - 1 test overflow handling).
+    """
+    if not 0 < first_id <= MAX_ID:
+        raise ValueError(f"first_id must be from 1 to {MAX_ID}")
     config = Config(
         webhook_url=webhook_url,
         webhook_retries=webhook_retries,
         webhook_retry_delay=webhook_retry_delay,
     )
-    return SandboxServer((host, port), secret_key, config, public_url)
+    return SandboxServer((host, port), secret_key, config, public_url, first_id)
 
 
 def start_in_thread(*args: Any, **kwargs: Any) -> SandboxServer:

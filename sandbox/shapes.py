@@ -102,7 +102,7 @@ def _authorization(tx: Transaction) -> dict[str, Any]:
 
 
 def transaction(tx: Transaction) -> dict[str, Any]:
-    """The ``data`` of verify, list items and ``charge.success``."""
+    """The ``data`` of verify, fetch, list items and ``charge.success``."""
     paid_at, created_at = iso_or_none(tx.paid_at), iso(tx.created_at)
     return {
         "id": tx.id,

@@ -25,15 +25,17 @@ from typing import Any
 
 from sandbox import shapes
 
-ENDPOINTS = ("initialize", "verify", "list", "refund", "refund_list", "refund_fetch")
+ENDPOINTS = ("initialize", "verify", "fetch", "list", "refund", "refund_list", "refund_fetch")
 FAULT_KINDS = ("500", "429", "timeout")
-# Fields that /_sandbox/overrides may change in what verify and list report.
+# Fields that /_sandbox/overrides may change in what verify, fetch and list report.
 OVERRIDABLE = ("amount", "requested_amount", "currency", "status", "domain")
 # Not final, so they can still become success (an abandoned payment may be completed later).
 PAYABLE = ("abandoned", "ongoing", "pending", "processing", "queued")
 REFUND_STEPS = ("pending", "processing")  # statuses a refund passes through
 REFUND_OUTCOMES = ("processed", "failed", "needs-attention")
 REFUND_LAGS = ("none", "verify", "all")
+FIRST_ID = 4_399_260_516  # > 2**32 (Paystack: 4,099,260,516 > 2**31)
+MAX_ID = 2**64 - 1  # Paystack's ids are unsigned 64-bit
 
 
 def now() -> datetime:
@@ -65,7 +67,7 @@ class Transaction:
     refunds: list[Refund] = field(default_factory=list)
 
     def data(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The ``data`` object of verify, list items and ``charge.success``."""
+        """The ``data`` object of verify, fetch, list items and ``charge.success``."""
         out = shapes.transaction(self)
         if overrides:
             out.update((k, v) for k, v in overrides.items() if k in OVERRIDABLE)
@@ -132,7 +134,7 @@ class Config:
 
 
 class Store:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, first_id: int = FIRST_ID) -> None:
         self.lock = threading.Lock()
         self._initial = Config(**vars(config))
         self.config = config
@@ -147,7 +149,7 @@ class Store:
         self.in_flight = 0  # webhook copies not delivered yet (or given up); survives reset
         # Ids and refund references survive /_sandbox/reset on purpose: the app under test keeps its
         # database across sandbox resets and dedupes on them, so they must never repeat.
-        self._next_id = 4_399_260_516  # > 2**32 (Paystack: 4,099,260,516 > 2**31)
+        self._next_id = first_id
         self._next_refund_id = 3_018_284
         self._next_refund_reference = 132_013_318_360
 
@@ -163,6 +165,14 @@ class Store:
             self.counts.clear()
             self.verify_by_reference.clear()
 
+    def set_next_id(self, next_id: int) -> int:
+        """Number new transactions from ``next_id`` on, e.g. past 2**63 - 1; never backwards."""
+        with self.lock:
+            if not self._next_id <= next_id <= MAX_ID:
+                raise Refused(f"id must be from {self._next_id} (ids never repeat) to {MAX_ID}")
+            self._next_id = next_id
+            return next_id
+
     # -- transactions --------------------------------------------------------------------------
 
     def put(self, reference: str | None, *, replace: bool, **fields: Any) -> Transaction | None:
@@ -175,6 +185,8 @@ class Store:
             if old is not None and not replace:
                 return None
             if old is None:
+                if self._next_id > MAX_ID:
+                    raise Refused(f"The sandbox has used every id up to {MAX_ID}", 500)
                 tx_id, self._next_id = self._next_id, self._next_id + 1
                 access_code = secrets.token_hex(8)
             else:  # a replacement is the same payment: keep id and access code
@@ -238,11 +250,11 @@ class Store:
         with self.lock:
             return tx.data()
 
-    def report(self, reference: str) -> dict[str, Any] | None:
-        """What verify reports for ``reference``: overrides applied; None if unknown."""
+    def report(self, key: str | int) -> dict[str, Any] | None:
+        """What verify (by reference) or fetch (by id) reports, overrides applied; None: unknown."""
         with self.lock:
-            tx = self.transactions.get(reference)
-            return tx.data(self.overrides.get(reference)) if tx else None
+            tx = self.transactions.get(key) if isinstance(key, str) else self._find(key)
+            return tx.data(self.overrides.get(tx.reference)) if tx else None
 
     def listing(self) -> list[dict[str, Any]]:
         """All transactions as verify reports them, newest first."""

@@ -120,7 +120,7 @@ def test_checkout_decline_sends_no_webhook(api: Client) -> None:
     assert requests.get(f"{api.base}/checkout/nope", timeout=5).status_code == 404
 
 
-def test_verify_shapes(api: Client) -> None:
+def test_verify_and_fetch_by_id_report_the_same_transaction(api: Client) -> None:
     reference = api.paid(amount=2500, currency="GHS", metadata={"votes": 1})
     body = api.verify(reference).json()
     assert (body["status"], body["message"]) == (True, "Verification successful")
@@ -132,6 +132,9 @@ def test_verify_shapes(api: Client) -> None:
         {"votes": 1},
     )
     assert data["amount"] == data["requested_amount"] == 2500
+    fetched = api.get(f"/transaction/{data['id']}")
+    assert fetched.json() == {"status": True, "message": "Transaction retrieved", "data": data}
+    assert api.get(f"/transaction/{data['id']}/").json()["data"] == data  # pypaystack2's URL
 
     missing = api.verify("tly-unknown")
     assert missing.status_code == 400
@@ -143,6 +146,10 @@ def test_verify_shapes(api: Client) -> None:
     empty = api.get("/transaction/verify/")
     assert empty.status_code == 400
     assert empty.json() == {"status": False, "message": "Transaction ID should be numeric"}
+    assert api.get("/transaction/tly-unknown").json() == empty.json()
+    unknown = api.get(f"/transaction/{data['id'] + 1000}")
+    assert unknown.status_code == 404
+    assert unknown.json() == {"status": False, "message": "Transaction not found"}
 
 
 def test_list_pagination_status_and_dates(api: Client) -> None:
@@ -154,7 +161,13 @@ def test_list_pagination_status_and_dates(api: Client) -> None:
 
     first = api.get("/transaction", params={"perPage": 2, "page": 1}).json()
     assert first["message"] == "Transactions retrieved"
-    assert first["meta"] == {"total": 6, "skipped": 0, "perPage": 2, "page": 1, "pageCount": 3}
+    assert first["meta"] == {
+        "total": 6,
+        "skipped": 0,
+        "perPage": 2,
+        "page": 1,
+        "pageCount": 3,
+    }
     assert [t["reference"] for t in first["data"]] == ["L-failed", "L-4"]  # newest first
     third = api.get("/transaction", params={"perPage": 2, "page": 3}).json()
     assert [t["reference"] for t in third["data"]] == ["L-1", "L-0"]
@@ -240,13 +253,22 @@ def test_fault_timeout_trips_the_client_timeout(api: Client) -> None:
 
 def test_faults_target_one_endpoint(api: Client) -> None:
     reference = api.paid()
+    tx_id = api.verify(reference).json()["data"]["id"]
+    api.control("faults", {"endpoint": "fetch", "fault": "500", "count": 1})
+    assert api.verify(reference).status_code == 200
+    assert api.get(f"/transaction/{tx_id}").status_code == 500
     refund = api.post("/refund", json={"transaction": reference, "amount": 100}).json()["data"]
     api.control("faults", {"endpoint": "refund_fetch", "fault": "500", "count": 1})
-    assert api.get("/refund", params={"transaction": reference}).status_code == 200
+    assert api.get("/refund", params={"transaction": tx_id}).status_code == 200
     assert api.get(f"/refund/{refund['id']}").status_code == 500
     assert api.get(f"/refund/{refund['id']}").status_code == 200
     calls = api.control("stats", method="GET")["calls"]
-    assert (calls["refund"], calls["refund_list"], calls["refund_fetch"]) == (1, 1, 2)
+    assert (calls["fetch"], calls["refund"], calls["refund_list"], calls["refund_fetch"]) == (
+        1,
+        1,
+        1,
+        2,
+    )
     response = requests.post(
         f"{api.base}/_sandbox/faults", json={"endpoint": "checkout", "fault": "500"}, timeout=5
     )
@@ -335,6 +357,7 @@ def test_stats_count_calls_per_reference(api: Client) -> None:
     assert stats["calls"] == {
         "initialize": 0,
         "verify": 4,
+        "fetch": 0,
         "list": 1,
         "refund": 0,
         "refund_list": 0,
@@ -370,8 +393,10 @@ def test_cli_serves_until_stopped() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    first_id = 2**64 - 10
+    argv = ["--port", str(port), "--secret-key", SECRET, "--first-id", str(first_id)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "sandbox", "--port", str(port), "--secret-key", SECRET],
+        [sys.executable, "-m", "sandbox", *argv],
         cwd=ROOT,
         stderr=subprocess.PIPE,
     )
@@ -385,7 +410,9 @@ def test_cli_serves_until_stopped() -> None:
                 assert time.monotonic() < deadline and process.poll() is None, "sandbox not up"
                 time.sleep(0.05)
         assert health.json() == {"ok": True}
-        assert Client(f"http://127.0.0.1:{port}").verify("x").status_code == 400
+        client = Client(f"http://127.0.0.1:{port}")
+        assert client.verify("x").status_code == 400
+        assert client.verify(client.paid()).json()["data"]["id"] == first_id
     finally:
         process.terminate()
         process.wait(timeout=5)

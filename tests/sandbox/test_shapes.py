@@ -120,6 +120,7 @@ def test_transactions_parse_in_every_state(api: Client, receiver: Receiver) -> N
     for reference in (paid, unpaid, reversed_):
         data = api.verify(reference).json()["data"]
         assert problems(data, TRANSACTION) == [], reference
+        assert api.get(f"/transaction/{data['id']}").json()["data"] == data
     listed = api.get("/transaction").json()["data"]
     assert len(listed) == 3 and all(problems(item, TRANSACTION) == [] for item in listed)
     api.control(f"transactions/{unpaid}/pay")

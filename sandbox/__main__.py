@@ -14,7 +14,7 @@ logger = logging.getLogger("sandbox")
 DEFAULT_WEBHOOK_URL = "http://127.0.0.1:8000/webhooks/paystack/"
 EPILOG = """\
 Paystack API (Bearer key): POST /transaction/initialize, GET /transaction/verify/REF,
-GET /transaction/ID, GET /transaction, POST /refund,
+GET /transaction/ID, GET /transaction (offset or use_cursor=true), POST /refund,
 GET /refund?transaction=ID, GET /refund/ID. Payer: GET /checkout/CODE (Pay, Decline).
 
 Control API (no auth, JSON) under /_sandbox/: health, reset, stats, config, transactions,

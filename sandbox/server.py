@@ -12,8 +12,10 @@ Paystack API (``Authorization: Bearer <secret key>``, else 401 ``Invalid key``):
 - ``GET /transaction/<id>`` (fetch): the verify ``data`` by numeric id; 404 ``Transaction not
   found``; 400 ``Transaction ID should be numeric``.
 - ``GET /transaction?perPage|per_page&page&status&from&to``: newest first, verify-shaped items;
-  meta ``{total, skipped, perPage, page, pageCount}``. ``from``/``to`` are ISO datetimes or
-  dates (a ``to`` date is inclusive) and filter on ``created_at``.
+  meta ``{total, total_volume, skipped, perPage, page, pageCount}``. With ``use_cursor=true``
+  (or a ``next``/``previous`` cursor): meta ``{next, previous, perPage}``, opaque cursors, null
+  at either end. ``from``/``to`` are ISO datetimes or dates (a ``to`` date is inclusive) and
+  filter on ``created_at``.
 - ``POST /refund {transaction: reference or id, amount?}``: a refund of ``amount`` (default:
   all not yet refunded; partial refunds add up), processed at once: posts ``refund.processed``
   and answers the refund as queued (``status: pending``) with the transaction embedded. Verify
@@ -82,7 +84,7 @@ from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import requests
 
-from sandbox.pages import offset_page
+from sandbox.pages import cursor_page, offset_page
 from sandbox.shapes import iso
 from sandbox.state import (
     ENDPOINTS,
@@ -548,7 +550,14 @@ class Handler(BaseHTTPRequestHandler):
         if end := q.get("to"):
             before = iso(parse_moment(end, end_of_day=True))
             items = [t for t in items if t["created_at"] <= before]
-        data, meta = offset_page(items, positive_int(q.get("page")) or 1, per_page)
+        if q.get("use_cursor", "").lower() in ("true", "1") or "next" in q or "previous" in q:
+            try:
+                data, meta = cursor_page(items, per_page, q.get("next"), q.get("previous"))
+            except ValueError as exc:
+                raise HTTPError(400, str(exc)) from None
+        else:
+            data, meta = offset_page(items, positive_int(q.get("page")) or 1, per_page)
+            meta["total_volume"] = sum(t["amount"] for t in items)
         self.ok("Transactions retrieved", data, meta=meta)
 
     def refund(self) -> None:

@@ -163,6 +163,7 @@ def test_list_pagination_status_and_dates(api: Client) -> None:
     assert first["message"] == "Transactions retrieved"
     assert first["meta"] == {
         "total": 6,
+        "total_volume": 519,
         "skipped": 0,
         "perPage": 2,
         "page": 1,

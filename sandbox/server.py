@@ -55,7 +55,8 @@ delivered); absent, ``times`` and ``delay`` come from the reference's overrides,
 - ``POST faults {endpoint, reference?, fault, count, retry_after, delay}`` / ``GET`` /
   ``DELETE faults``: endpoints ``initialize``, ``verify``, ``fetch``, ``list``, ``refund``,
   ``refund_list``, ``refund_fetch`` or ``any``; faults ``500``, ``429`` (``Retry-After``),
-  ``timeout`` (answers after ``delay``).
+  ``timeout`` (answers after ``delay``), ``200_html`` (a proxy's HTML page with status 200),
+  ``200_no_status`` (JSON with status 200 and no ``status``).
 - ``POST overrides {reference, amount?, requested_amount?, currency?, status?, domain?,
   webhook_times?, webhook_delay?}``: what verify, fetch and list report (webhooks carry the
   truth), and this reference's webhook delivery.
@@ -111,6 +112,13 @@ CURRENCIES = ("NGN", "GHS", "ZAR", "KES", "USD")
 STATUSES = ("success", "failed", "reversed", *PAYABLE)
 REFERENCE = re.compile(r"[A-Za-z0-9.=-]+")
 WEBHOOK_TIMEOUT = 30  # seconds, Paystack's per-attempt timeout
+# What a misbehaving proxy in front of the gateway answers with 200 (the 200_html fault).
+PROXY_PAGE = (
+    "<!doctype html><html><head><title>Gateway</title></head>"
+    "<body><p>Your request is being processed. Please wait.</p></body></html>"
+)
+NO_STATUS = {"message": "Request completed", "data": None}  # the 200_no_status fault
+
 # (method, path pattern, handler name). Paths outside /_sandbox/ and /checkout/ need the Bearer key.
 ROUTES = [
     (m, re.compile(p), name)
@@ -154,6 +162,14 @@ class HTTPError(Exception):
         super().__init__(message)
         self.status, self.headers = status, headers
         self.payload = {"status": False, "message": message, **extra}
+
+
+class Garbled(Exception):
+    """Raised by a fault to answer 200 with a body no Paystack client can read."""
+
+    def __init__(self, body: bytes, content_type: str) -> None:
+        super().__init__(content_type)
+        self.body, self.content_type = body, content_type
 
 
 def positive_int(value: Any) -> int | None:
@@ -412,6 +428,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(exc.status, exc.payload, exc.headers)
         except Refused as exc:
             self.send_json(exc.status, {"status": False, "message": str(exc)})
+        except Garbled as exc:
+            self.send(200, exc.body, exc.content_type)
         except ConnectionError:
             raise  # the client is gone; SandboxServer.handle_error notes it
         except Exception:
@@ -464,6 +482,10 @@ class Handler(BaseHTTPRequestHandler):
             wait = str(fault.retry_after)
             headers = {"Retry-After": wait, "x-ratelimit-reset": wait}
             raise HTTPError(429, "Rate limit exceeded!", headers, code="rate_limited")
+        if fault.fault == "200_html":
+            raise Garbled(PROXY_PAGE.encode(), "text/html; charset=utf-8")
+        if fault.fault == "200_no_status":
+            raise Garbled(json.dumps(NO_STATUS).encode(), "application/json")
         time.sleep(fault.delay)  # "timeout": the client's own timeout should fire first
 
     def fault_about(self, endpoint: str, key: str | int | None) -> None:

@@ -26,7 +26,8 @@ from typing import Any
 from sandbox import shapes
 
 ENDPOINTS = ("initialize", "verify", "fetch", "list", "refund", "refund_list", "refund_fetch")
-FAULT_KINDS = ("500", "429", "timeout")
+# 200_html: a proxy's HTML page with status 200; 200_no_status: JSON 200 without "status".
+FAULT_KINDS = ("500", "429", "timeout", "200_html", "200_no_status")
 # Fields that /_sandbox/overrides may change in what verify, fetch and list report.
 OVERRIDABLE = ("amount", "requested_amount", "currency", "status", "domain")
 # Not final, so they can still become success (an abandoned payment may be completed later).

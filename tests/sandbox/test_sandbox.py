@@ -252,6 +252,23 @@ def test_fault_timeout_trips_the_client_timeout(api: Client) -> None:
     assert api.verify(reference).status_code == 200
 
 
+@pytest.mark.parametrize("kind", ["200_html", "200_no_status"])
+def test_garbled_200_faults_answer_any_endpoint(api: Client, kind: str) -> None:
+    reference = api.paid()
+    tx_id = api.verify(reference).json()["data"]["id"]
+    paths = [f"/transaction/verify/{reference}", f"/transaction/{tx_id}", "/transaction", "/refund"]
+    api.control("faults", {"endpoint": "any", "fault": kind, "count": len(paths)})
+    for path in paths:
+        response = api.get(path)
+        assert response.status_code == 200, path
+        if kind == "200_html":  # a proxy's page, not Paystack's JSON
+            assert response.headers["Content-Type"].startswith("text/html")
+            assert "<html>" in response.text
+        else:
+            assert "status" not in response.json()
+    assert api.verify(reference).json()["status"] is True
+
+
 def test_faults_target_one_endpoint(api: Client) -> None:
     reference = api.paid()
     tx_id = api.verify(reference).json()["data"]["id"]

@@ -19,8 +19,8 @@ GET /refund?transaction=ID, GET /refund/ID. Payer: GET /checkout/CODE (Pay, Decl
 
 Control API (no auth, JSON) under /_sandbox/: health, reset, stats, config, transactions,
 transactions/REF/pay, transactions/REF/abandon, next-id, refunds, refunds/ID/finish,
-refunds/ID/catch-up, deliver, faults, overrides. Bodies and answers: the docstring of
-sandbox/server.py.
+refunds/ID/catch-up, disputes, disputes/ID/remind, disputes/ID/resolve, disputes/ID/send,
+deliver, faults, overrides. Bodies and answers: the docstring of sandbox/server.py.
 """
 
 

@@ -49,6 +49,14 @@ delivered); absent, ``times`` and ``delay`` come from the reference's overrides,
   lagging gateway catches up (absent: only when asked). Answers the refund record.
   ``POST refunds/<id>/finish {same plan}``: carry a refund in flight or one that needs
   attention on. ``POST refunds/<id>/catch-up``: a lagging gateway catches up now.
+- ``POST disputes {transaction, refund_amount?, send?}``: a chargeback on a paid transaction;
+  posts ``charge.dispute.create`` (``send: false`` makes it silently) and answers its data
+  (``id`` = the dispute id). ``POST disputes/<id>/remind {send?}``: ``charge.dispute.remind``.
+  ``POST disputes/<id>/resolve {outcome: lost|won, resolution?, send?}``: lost (default
+  resolution ``merchant-accepted``) reverses the transaction, won (``declined``) leaves it paid;
+  posts ``charge.dispute.resolve``. ``POST disputes/<id>/send {event: create|remind|resolve}``:
+  posts that event again, byte for byte (any order, any number of times); 409 if it has not
+  happened; answers ``{"statuses"}``.
 - ``POST deliver {reference, event?, refund?, times, delay, wait, retries}``: post
   ``charge.success`` (default) or ``refund.<status>`` again (about refund ``refund``, else the
   latest, else one never made), e.g. out of order; answers ``{"statuses"}`` (with ``wait``).
@@ -112,6 +120,7 @@ CURRENCIES = ("NGN", "GHS", "ZAR", "KES", "USD")
 STATUSES = ("success", "failed", "reversed", *PAYABLE)
 REFERENCE = re.compile(r"[A-Za-z0-9.=-]+")
 WEBHOOK_TIMEOUT = 30  # seconds, Paystack's per-attempt timeout
+DISPUTE_EVENTS = ("create", "remind", "resolve")
 # What a misbehaving proxy in front of the gateway answers with 200 (the 200_html fault).
 PROXY_PAGE = (
     "<!doctype html><html><head><title>Gateway</title></head>"
@@ -140,6 +149,10 @@ ROUTES = [
         ("POST", r"/_sandbox/refunds", "control_refund"),
         ("POST", r"/_sandbox/refunds/(?P<refund_id>\d+)/finish", "control_finish_refund"),
         ("POST", r"/_sandbox/refunds/(?P<refund_id>\d+)/catch-up", "control_catch_up"),
+        ("POST", r"/_sandbox/disputes", "control_open_dispute"),
+        ("POST", r"/_sandbox/disputes/(?P<dispute_id>\d+)/remind", "control_remind_dispute"),
+        ("POST", r"/_sandbox/disputes/(?P<dispute_id>\d+)/resolve", "control_resolve_dispute"),
+        ("POST", r"/_sandbox/disputes/(?P<dispute_id>\d+)/send", "control_send_dispute_event"),
         ("POST", r"/_sandbox/deliver", "control_deliver"),
         ("GET", r"/_sandbox/faults", "control_faults"),
         ("POST", r"/_sandbox/faults", "control_add_fault"),
@@ -733,6 +746,39 @@ class Handler(BaseHTTPRequestHandler):
 
     def control_catch_up(self, refund_id: str) -> None:
         self.send_json(200, self.server.store.catch_up(int(refund_id)))
+
+    def control_open_dispute(self) -> None:
+        body = self.body()
+        amount = optional_amount(body, "refund_amount")
+        change = self.server.store.open_dispute(transaction_key(body), amount)
+        self.post_change(change, body)
+        self.send_json(200, change.data)
+
+    def control_remind_dispute(self, dispute_id: str) -> None:
+        body = self.body()
+        change = self.server.store.remind_dispute(int(dispute_id))
+        self.post_change(change, body)
+        self.send_json(200, change.data)
+
+    def control_resolve_dispute(self, dispute_id: str) -> None:
+        body = self.body()
+        outcome = choice(body, "outcome", "", ("lost", "won"))
+        resolution = body.get("resolution")
+        if resolution is not None and not isinstance(resolution, str):
+            raise HTTPError(400, "resolution must be a string")
+        change = self.server.store.resolve_dispute(
+            int(dispute_id), lost=outcome == "lost", resolution=resolution
+        )
+        self.post_change(change, body)
+        self.send_json(200, change.data)
+
+    def control_send_dispute_event(self, dispute_id: str) -> None:
+        body = self.body()
+        name = str(body.get("event", "")).removeprefix("charge.dispute.")
+        if name not in DISPUTE_EVENTS:
+            raise HTTPError(400, f"event must be one of {', '.join(DISPUTE_EVENTS)}")
+        change = self.server.store.dispute_event(int(dispute_id), f"charge.dispute.{name}")
+        self.send_json(200, {"statuses": self.post_change(change, {**body, "send": True})})
 
     def control_deliver(self) -> None:
         body = self.body()

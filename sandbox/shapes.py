@@ -1,10 +1,10 @@
 """The JSON objects the sandbox answers and posts, shaped like Paystack's samples.
 
 Sources: the response and event samples of Paystack's docs (PaystackOSS/doc-code-snippets:
-``dist/api/transactions/*``, ``dist/api/refunds/*``, ``dist/doc/payments/refunds/events.js``)
-and its OpenAPI (PaystackOSS/openapi ``dist/paystack.yaml``). Objects carry every field a typed
-client such as pypaystack2 requires, with the documented types (its models: ``Transaction``,
-``Customer``, ``Refund``),
+``dist/api/transactions/*``, ``dist/api/refunds/*``, ``dist/doc/payments/refunds/events.js``,
+``dist/doc/payments/webhooks/events.js``) and its OpenAPI (PaystackOSS/openapi
+``dist/paystack.yaml``). Objects carry every field a typed client such as pypaystack2 requires,
+with the documented types (its models: ``Transaction``, ``Customer``, ``Refund``, ``Dispute``),
 and Paystack's doubled spellings (``paid_at``/``paidAt``, ``created_at``/``createdAt``).
 
 Pure functions of the records in ``sandbox.state``, which change under the store's lock: call
@@ -19,7 +19,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sandbox.state import Refund, Transaction
+    from sandbox.state import Dispute, Refund, Transaction
 
 INTEGRATION = 412829  # the merchant's integration id, as in Paystack's samples
 MERCHANT = "merchant@example.com"  # who "initiated" refunds on the dashboard
@@ -102,7 +102,7 @@ def _authorization(tx: Transaction) -> dict[str, Any]:
 
 
 def transaction(tx: Transaction) -> dict[str, Any]:
-    """The ``data`` of verify, fetch, list items and ``charge.success``."""
+    """The ``data`` of verify, fetch, list items, ``charge.success`` and a dispute's transaction."""
     paid_at, created_at = iso_or_none(tx.paid_at), iso(tx.created_at)
     return {
         "id": tx.id,
@@ -224,3 +224,47 @@ def refund_event(refund: Refund, status: str) -> dict[str, Any]:
     if status == "needs-attention":
         data.update(id=str(refund.id), **_notes(tx.reference))
     return data
+
+
+def dispute(item: Dispute) -> dict[str, Any]:
+    """``data`` of a ``charge.dispute.*`` webhook, the disputed transaction as it stands now.
+
+    The payment reference is only in ``data.transaction.reference``: the top-level
+    ``transaction_reference`` is null in Paystack's samples.
+    """
+    tx = item.transaction
+    created_at = iso(item.created_at)
+    updated_at = iso(item.history[-1][1]) if item.history else created_at
+    return {
+        "id": item.id,
+        "refund_amount": item.refund_amount,
+        "currency": tx.currency,
+        "status": item.status,
+        "resolution": item.resolution,
+        "domain": "test",
+        "transaction": transaction(tx),
+        "transaction_reference": None,
+        "category": "chargeback",
+        "customer": customer(tx.email),
+        "bin": "408408",
+        "last4": "4081",
+        "dueAt": iso(item.created_at + timedelta(hours=16)),  # Paystack's 16-hour window
+        "resolvedAt": iso_or_none(item.resolved_at),
+        "evidence": None,
+        "attachments": None,
+        "note": None,
+        "history": [
+            {"status": status, "by": tx.email, "createdAt": iso(at), "created_at": iso(at)}
+            for status, at in item.history
+        ],
+        "messages": [
+            {
+                "sender": tx.email,
+                "body": "Customer complained about debit without value",
+                "createdAt": created_at,
+                "created_at": created_at,
+            }
+        ],
+        "created_at": created_at,
+        "updated_at": updated_at,
+    }

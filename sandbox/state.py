@@ -1,17 +1,17 @@
-"""In-memory state of the sandbox: transactions, refunds, faults, overrides, counters.
+"""In-memory state of the sandbox: transactions, refunds, disputes, faults, overrides, counters.
 
 Everything sits behind one ``threading.Lock``; each method holds it only for a few dict operations,
 so hundreds of verify calls per second from many keep-alive connections do not queue up on it.
 Methods that change what the gateway knows return a ``Change``: the answer and the webhooks to
 send, built under the lock so they are consistent; the server posts the webhooks afterwards.
 
-How refunds move (Paystack's support article "Understanding refund statuses" and
+How refunds and disputes move (Paystack's support article "Understanding refund statuses" and
 its docs, see docs/paystack.md): a refund is ``pending``, then ``processing``, then ends
 ``processed``, ``failed`` or ``needs-attention`` (a person must give the customer's account).
 Several partial refunds may add up to the amount paid. The transaction that verify reports
 turns ``reversed`` once processed refunds cover its whole amount (Paystack documents no
 partial state; ``Config.reverse_on_partial_refund`` models the reading that any processed
-refund reverses it).
+refund reverses it). A lost dispute (chargeback) reverses it too; a won one leaves it paid.
 """
 
 from __future__ import annotations
@@ -89,6 +89,19 @@ class Refund:
     updated_at: datetime | None = None
 
 
+@dataclass
+class Dispute:
+    id: int
+    transaction: Transaction
+    refund_amount: int
+    created_at: datetime
+    status: str = "awaiting-merchant-feedback"
+    resolution: str | None = None
+    resolved_at: datetime | None = None
+    history: list[tuple[str, datetime]] = field(default_factory=list)
+    made: dict[str, dict[str, Any]] = field(default_factory=dict)  # event → data it carried
+
+
 @dataclass(frozen=True)
 class RefundPlan:
     """How the gateway carries a refund along (see ``POST /_sandbox/refunds``)."""
@@ -143,6 +156,7 @@ class Store:
         self.by_access_code: dict[str, str] = {}
         self.by_id: dict[int, str] = {}
         self.refunds: dict[int, Refund] = {}
+        self.disputes: dict[int, Dispute] = {}
         self.faults: list[Fault] = []
         self.overrides: dict[str, dict[str, Any]] = {}
         self.counts: Counter[str] = Counter()  # "verify", "faults_served", "webhooks.ok", ...
@@ -152,6 +166,7 @@ class Store:
         # database across sandbox resets and dedupes on them, so they must never repeat.
         self._next_id = first_id
         self._next_refund_id = 3_018_284
+        self._next_dispute_id = 358_950
         self._next_refund_reference = 132_013_318_360
 
     def reset(self) -> None:
@@ -161,6 +176,7 @@ class Store:
             self.by_access_code.clear()
             self.by_id.clear()
             self.refunds.clear()
+            self.disputes.clear()
             self.faults.clear()
             self.overrides.clear()
             self.counts.clear()
@@ -404,6 +420,65 @@ class Store:
         )
         return reference
 
+    # -- disputes (chargebacks) ----------------------------------------------------------------
+
+    def open_dispute(self, key: str | int, refund_amount: int | None) -> Change:
+        """The payer's bank disputes a paid transaction: ``charge.dispute.create``."""
+        with self.lock:
+            tx = self._find(key)
+            if tx is None:
+                raise Refused("Transaction not found", 404)
+            if tx.status != "success":
+                raise Refused(f"Transaction is {tx.status}, not success", 409)
+            opened = now()
+            dispute = Dispute(self._next_dispute_id, tx, refund_amount or tx.amount, opened)
+            dispute.history.append(("pending", opened))
+            self._next_dispute_id += 1
+            self.disputes[dispute.id] = dispute
+            return self._made(dispute, "charge.dispute.create")
+
+    def remind_dispute(self, dispute_id: int) -> Change:
+        with self.lock:
+            dispute = self._unresolved(dispute_id)
+            return self._made(dispute, "charge.dispute.remind")
+
+    def resolve_dispute(self, dispute_id: int, *, lost: bool, resolution: str | None) -> Change:
+        """Lost: the money goes back and the transaction is ``reversed``. Won: it stays paid."""
+        with self.lock:
+            dispute = self._unresolved(dispute_id)
+            resolved = now()
+            dispute.status, dispute.resolved_at = "resolved", resolved
+            dispute.resolution = resolution or ("merchant-accepted" if lost else "declined")
+            dispute.history.append(("resolved", resolved))
+            if lost:
+                dispute.transaction.status = "reversed"
+            return self._made(dispute, "charge.dispute.resolve")
+
+    def dispute_event(self, dispute_id: int, event: str) -> Change:
+        """``event`` again, byte for byte what it carried when it happened."""
+        with self.lock:
+            dispute = self.disputes.get(dispute_id)
+            if dispute is None:
+                raise Refused("Dispute not found", 404)
+            data = dispute.made.get(event)
+            if data is None:
+                raise Refused(f"{event} has not happened to dispute {dispute_id}", 409)
+            return Change(dispute.transaction.reference, data, [(event, data)])
+
+    def _unresolved(self, dispute_id: int) -> Dispute:
+        dispute = self.disputes.get(dispute_id)
+        if dispute is None:
+            raise Refused("Dispute not found", 404)
+        if dispute.status == "resolved":
+            raise Refused(f"Dispute {dispute_id} is resolved", 409)
+        return dispute
+
+    def _made(self, dispute: Dispute, event: str) -> Change:
+        """The gateway makes ``event`` now (lock held): its data is kept to send it again."""
+        data = shapes.dispute(dispute)
+        dispute.made[event] = data
+        return Change(dispute.transaction.reference, data, [(event, data)])
+
     # -- faults and counters -------------------------------------------------------------------
 
     def edit_faults(self, add: Fault | None = None, clear: bool = False) -> list[dict[str, Any]]:
@@ -456,6 +531,7 @@ class Store:
                 },
                 "transactions": len(self.transactions),
                 "refunds": len(self.refunds),
+                "disputes": len(self.disputes),
             }
 
     def delivery(self, reference: str | None) -> tuple[int, float]:

@@ -403,6 +403,7 @@ def test_reset_forgets_everything_and_restores_config(api: Client, receiver: Rec
         "webhooks": {"sent": 0, "ok": 0, "failed": 0, "in_flight": 0},
         "transactions": 0,
         "refunds": 0,
+        "disputes": 0,
     }
     assert api.verify(reference).status_code == 400
 

@@ -2,8 +2,8 @@
 
 The rules below restate what pypaystack2's pydantic models require (gray-adeyi/pypaystack2,
 ``src/pypaystack2/models/response_models.py``: ``Transaction``, ``Customer``,
-``TransactionLog``, ``Refund``; enums in ``src/pypaystack2/enums.py``): each required field
-is present with its type, and optional ones, when present, have theirs.
+``TransactionLog``, ``Refund``, ``Dispute``; enums in ``src/pypaystack2/enums.py``): each
+required field is present with its type, and optional ones, when present, have theirs.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from tests.sandbox.helpers import Client, Receiver
 
 DOMAINS = ("test", "live")
 CURRENCIES = ("NGN", "GHS", "ZAR", "USD", "KES", "XOF", "EGP", "RWF")
+DISPUTE_STATUSES = ("pending", "resolved", "awaiting-bank-feedback", "awaiting-merchant-feedback")
 MISSING = object()  # what a rule sees for an absent field
 
 
@@ -32,6 +33,10 @@ def one_of(*allowed: str) -> Any:
 
 def optional(check: Any) -> Any:
     return lambda value: value is None or value is MISSING or check(value)
+
+
+def present(value: Any) -> bool:
+    return value is not MISSING
 
 
 def every(check: Any) -> Any:
@@ -97,6 +102,28 @@ REFUND = {
     "customer": optional(lambda value: conforms(value, CUSTOMER)),
     "transaction_amount": optional(integer),
 }
+DISPUTE = {
+    "id": integer,
+    "status": one_of(*DISPUTE_STATUSES),
+    "domain": one_of(*DOMAINS),
+    "transaction": lambda value: conforms(value, TRANSACTION),
+    "customer": lambda value: conforms(value, CUSTOMER),
+    "attachments": present,  # required, any value
+    "history": every(
+        lambda item: (
+            item["status"] in DISPUTE_STATUSES
+            and text(item["by"])
+            and timestamp(item["created_at"])
+        )
+    ),
+    "messages": every(
+        lambda item: text(item["sender"]) and text(item["body"]) and timestamp(item["created_at"])
+    ),
+    "created_at": timestamp,
+    "updated_at": timestamp,
+    "refund_amount": optional(integer),
+    "currency": optional(one_of(*CURRENCIES)),
+}
 
 
 def conforms(obj: Any, rules: dict[str, Any]) -> bool:
@@ -136,3 +163,11 @@ def test_refunds_parse_as_created_fetched_and_listed(api: Client) -> None:
     assert problems(fetched, REFUND) == []
     listed = api.get("/refund", params={"transaction": reference}).json()["data"]
     assert [problems(item, REFUND) for item in listed] == [[]]
+
+
+def test_disputes_parse_open_and_resolved(api: Client) -> None:
+    reference = api.paid()
+    opened = api.control("disputes", {"transaction": reference})
+    assert problems(opened, DISPUTE) == []
+    resolved = api.control(f"disputes/{opened['id']}/resolve", {"outcome": "lost"})
+    assert problems(resolved, DISPUTE) == []

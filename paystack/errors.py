@@ -6,7 +6,8 @@ class GatewayError(Exception):
 
 
 class GatewayUnavailable(GatewayError):
-    """Transient: timeout, connection error, 5xx, 429 or an unreadable answer.
+    """Transient: timeout, connection error, 5xx, 429 or an unreadable answer (also a 2xx
+    that is not Paystack's JSON envelope, e.g. a proxy's page).
 
     Retry later; never read as 'failed'.
     """
@@ -17,7 +18,10 @@ class GatewayUnavailable(GatewayError):
 
 
 class GatewayRejected(GatewayError):
-    """Final: the gateway refused the call (4xx). Retrying the same call will not help."""
+    """Final: the gateway refused the call (4xx, or a readable answer with `status: false`).
+
+    Retrying the same call will not help.
+    """
 
 
 class ReferenceNotFound(GatewayRejected):

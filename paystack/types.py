@@ -22,7 +22,7 @@ class Verification:
     status: str  # Paystack's data.status: success, failed, abandoned, ongoing, reversed, ...
     amount: int
     currency: str
-    gateway_id: int | None = None
+    gateway_id: int | None = None  # unsigned 64-bit: may exceed a signed BIGINT
     paid_at: datetime | None = None
 
 

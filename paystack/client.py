@@ -1,18 +1,35 @@
-"""The Paystack HTTP client: verify and initialize, with every failure sorted into
-retryable (`GatewayUnavailable`) or final (`GatewayRejected`). docs/paystack.md has the facts."""
+"""The Paystack HTTP client: verify, fetch, list and initialize transactions, with every
+failure sorted into retryable (`GatewayUnavailable`) or final (`GatewayRejected`).
+docs/paystack.md has the facts."""
 
 import threading
-from datetime import datetime
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
 import requests
 from django.conf import settings
 
-from paystack.errors import GatewayRejected, GatewayUnavailable, ReferenceNotFound
-from paystack.types import Initialization, Verification, is_reference
+from paystack.errors import (
+    GatewayRejected,
+    GatewayUnavailable,
+    ReferenceNotFound,
+    TransactionNotFound,
+)
+from paystack.types import (
+    Initialization,
+    TransactionPage,
+    Verification,
+    is_reference,
+)
 
 MAX_GATEWAY_ID = 2**64 - 1  # Paystack's ids are unsigned 64-bit (docs/paystack.md §7)
+# A 400 or 404 whose message starts so says "no such transaction" (docs/paystack.md §5).
+_NOT_FOUND: tuple[tuple[str, type[TransactionNotFound]], ...] = (
+    ("Transaction reference not found", ReferenceNotFound),
+    ("Transaction not found", TransactionNotFound),
+)
 
 
 class PaystackClient:
@@ -36,6 +53,79 @@ class PaystackClient:
         if not is_reference(reference):
             raise ReferenceNotFound(f"{reference!r} is not a Paystack reference")
         return _verification_from(self._call("GET", f"/transaction/verify/{reference}"))
+
+    def fetch_transaction(self, gateway_id: int) -> Verification:
+        """One transaction by the gateway's id (GET /transaction/:id), shaped as verify's.
+
+        Raises TransactionNotFound when the gateway knows no such id (or it is not one).
+        """
+        if not _is_gateway_id(gateway_id):
+            raise TransactionNotFound(f"{gateway_id!r} is not a Paystack transaction id")
+        return _verification_from(self._call("GET", f"/transaction/{gateway_id}"))
+
+    def list_transactions(
+        self,
+        *,
+        since: datetime,
+        until: datetime | None = None,
+        status: str | None = None,
+        per_page: int = 50,
+        use_cursor: bool = False,
+    ) -> Iterator[TransactionPage]:
+        """Page through GET /transaction: transactions created from `since` to `until` (aware
+        datetimes), of `status` if given (success, failed, abandoned, reversed), newest first,
+        each once. Yields pages, for progress figures; their `transactions` are the listing:
+
+            for page in gateway.list_transactions(since=a_week_ago):
+                for verification in page.transactions: ...
+
+        1. Ask for the first page: `from`, `to`, `status`, `perPage`, and `use_cursor=true`
+           when asked (cursors do not shift as payments arrive; offset pages do).
+        2. Drop transactions an earlier page gave (same id): arrivals push items onto later
+           offset pages. Yield the page.
+        3. Follow the meta the gateway answered, whichever style it is: cursor meta
+           (`next`) → ask for `next`; offset meta → ask for the next page number.
+        4. Stop on an empty page; with cursors, on a null or empty `next` or one seen
+           before; with offsets, after page `pageCount`, or when it is missing and a page
+           brought nothing new (a gateway that ignores `page`).
+
+        A page the client cannot read raises GatewayUnavailable: the listing is incomplete,
+        start again later. The filter is on creation time: a payment refunded today but
+        created before `since` is not listed.
+        """
+        query: dict[str, str | int] = {"perPage": per_page, "from": _instant(since)}
+        if until is not None:
+            query["to"] = _instant(until)
+        if status is not None:
+            query["status"] = status
+        if use_cursor:
+            query["use_cursor"] = "true"
+        seen: set[int | str] = set()
+        cursors: set[str] = set()
+        number, params = 1, dict(query) if use_cursor else {**query, "page": 1}
+        while True:
+            body = self._envelope("GET", "/transaction", params=params)
+            items, meta = _items_and_meta(body)
+            if not items:
+                return
+            fresh = tuple(_fresh(map(_verification_from, items), seen))
+            yield TransactionPage(
+                number=number,
+                transactions=fresh,
+                total=_count(meta.get("total")),
+                page_count=_count(meta.get("pageCount")),
+            )
+            if "next" in meta or "previous" in meta:  # cursor meta
+                cursor = meta.get("next")
+                if not isinstance(cursor, str) or not cursor or cursor in cursors:
+                    return
+                cursors.add(cursor)
+                params = {**query, "use_cursor": "true", "next": cursor}
+            elif _last_page(number, meta, fresh):
+                return
+            else:
+                params = {**query, "page": number + 1}
+            number += 1
 
     def initialize(
         self,
@@ -70,7 +160,11 @@ class PaystackClient:
             raise GatewayUnavailable("initialize answered without an authorization_url") from None
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        """The answer's `data` when its `status` is true, else an error."""
+        """The `data` of a successful call (see `_envelope`)."""
+        return self._envelope(method, path, **kwargs).get("data")
+
+    def _envelope(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """The answer's `{status, message, data, meta}` when `status` is true, else an error."""
         try:
             response = self._session.request(
                 method, self.base_url + path, timeout=self.timeout, **kwargs
@@ -89,8 +183,10 @@ class PaystackClient:
             )
         if status >= 500:
             raise GatewayUnavailable(f"{method} {path}: {status} {message}")
-        if status in (400, 404) and message.startswith("Transaction reference not found"):
-            raise ReferenceNotFound(f"{method} {path}: {message}")
+        if status in (400, 404):
+            for prefix, error in _NOT_FOUND:
+                if message.startswith(prefix):
+                    raise error(f"{method} {path}: {message}")
         if status >= 400:
             raise GatewayRejected(f"{method} {path}: {status} {message}")
         if not isinstance(body, dict) or not isinstance(body.get("status"), bool):
@@ -98,7 +194,7 @@ class PaystackClient:
             raise GatewayUnavailable(f"{method} {path}: {status} answer is not Paystack's JSON")
         if not body["status"]:
             raise GatewayRejected(f"{method} {path}: {status} {message}")
-        return body.get("data")
+        return body
 
 
 def _retry_after(response: requests.Response) -> float | None:
@@ -147,6 +243,43 @@ def _moment(value: object) -> datetime | None:
     return datetime.fromisoformat(value)
 
 
+def _instant(moment: datetime) -> str:
+    """A list filter bound in Paystack's own format (UTC, milliseconds, Z)."""
+    if moment.tzinfo is None:
+        raise ValueError("list bounds must be timezone-aware datetimes")
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _count(value: object) -> int | None:
+    """A count in list meta (an int, or a digit string: Paystack sends both), else None."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _items_and_meta(body: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    items, meta = body.get("data"), body.get("meta")
+    if not isinstance(items, list):
+        raise GatewayUnavailable("a list call answered without a list")
+    return items, meta if isinstance(meta, dict) else {}
+
+
+def _fresh(records: Iterator[Verification], seen: set[int | str]) -> Iterator[Verification]:
+    """Transactions not seen before (by id), noting them as seen."""
+    for record in records:
+        key = record.gateway_id if record.gateway_id is not None else record.reference
+        if key not in seen:
+            seen.add(key)
+            yield record
+
+
+def _last_page(number: int, meta: dict[str, Any], fresh: tuple[object, ...]) -> bool:
+    """Whether offset page `number` ends the listing: it is page `pageCount`, or the meta
+    gives none and the page brought nothing new (an empty page, or a gateway ignoring `page`)."""
+    page_count = _count(meta.get("pageCount"))
+    return number >= page_count if page_count is not None else not fresh
+
+
 def _verification_from(data: Any) -> Verification:
     try:
         gateway_id = data.get("id")
@@ -157,6 +290,7 @@ def _verification_from(data: Any) -> Verification:
             currency=_text(data["currency"]),
             gateway_id=_gateway_id(gateway_id) if gateway_id is not None else None,
             paid_at=_moment(data.get("paid_at") or data.get("paidAt")),
+            created_at=_moment(data.get("created_at") or data.get("createdAt")),
         )
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         # A garbled answer is not a verdict: treat it like an outage and ask again later.

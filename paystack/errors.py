@@ -24,5 +24,9 @@ class GatewayRejected(GatewayError):
     """
 
 
-class ReferenceNotFound(GatewayRejected):
+class TransactionNotFound(GatewayRejected):
+    """The gateway knows no such transaction (by id or by reference)."""
+
+
+class ReferenceNotFound(TransactionNotFound):
     """The gateway knows no transaction with this reference (not paid yet, or not ours)."""

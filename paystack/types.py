@@ -1,4 +1,4 @@
-"""What the gateway answers, as plain values (docs/paystack.md §4, §5, §7)."""
+"""What the gateway answers, as plain values (docs/paystack.md §4-§7)."""
 
 import re
 from dataclasses import dataclass
@@ -16,7 +16,8 @@ def is_reference(text: str) -> bool:
 
 @dataclass(frozen=True)
 class Verification:
-    """What the gateway's verify API said about one reference, fetched before any lock."""
+    """What the gateway said about one transaction (verify, fetch by id, or a list item),
+    fetched before any lock."""
 
     reference: str
     status: str  # Paystack's data.status: success, failed, abandoned, ongoing, reversed, ...
@@ -24,6 +25,22 @@ class Verification:
     currency: str
     gateway_id: int | None = None  # unsigned 64-bit: may exceed a signed BIGINT
     paid_at: datetime | None = None
+    created_at: datetime | None = None  # what the list's from/to filter on
+
+
+@dataclass(frozen=True)
+class TransactionPage:
+    """One page of the gateway's transaction list, as `PaystackClient.list_transactions` reads it.
+
+    `transactions` holds only those not on an earlier page of the same listing (pages shift
+    as payments arrive). `total` and `page_count` are the gateway's own figures at this page,
+    when it gives them (offset paging); None with cursors.
+    """
+
+    number: int  # 1 for the first page fetched, then 2, 3, ...
+    transactions: tuple[Verification, ...]
+    total: int | None = None
+    page_count: int | None = None
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,12 @@
-"""The Paystack HTTP client: verify, fetch, list and initialize transactions, with every
-failure sorted into retryable (`GatewayUnavailable`) or final (`GatewayRejected`).
+"""The Paystack HTTP client: verify, fetch, list and initialize transactions, read refunds,
+with every failure sorted into retryable (`GatewayUnavailable`) or final (`GatewayRejected`).
 docs/paystack.md has the facts."""
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from django.conf import settings
@@ -19,6 +19,7 @@ from paystack.errors import (
 )
 from paystack.types import (
     Initialization,
+    RefundRecord,
     TransactionPage,
     Verification,
     is_reference,
@@ -30,6 +31,8 @@ _NOT_FOUND: tuple[tuple[str, type[TransactionNotFound]], ...] = (
     ("Transaction reference not found", ReferenceNotFound),
     ("Transaction not found", TransactionNotFound),
 )
+_REFUNDS_PER_PAGE = 100
+Record = TypeVar("Record", Verification, RefundRecord)
 
 
 class PaystackClient:
@@ -126,6 +129,32 @@ class PaystackClient:
             else:
                 params = {**query, "page": number + 1}
             number += 1
+
+    def list_refunds(self, *, transaction_id: int) -> list[RefundRecord]:
+        """The gateway's refunds of one transaction (GET /refund?transaction=:id), newest first.
+
+        Keeps only records of that transaction: a gateway that ignored the filter would
+        otherwise hand us every refund of the integration.
+        """
+        if not _is_gateway_id(transaction_id):
+            raise TransactionNotFound(f"{transaction_id!r} is not a Paystack transaction id")
+        records: list[RefundRecord] = []
+        seen: set[int | str] = set()
+        page = 1
+        while True:
+            params = {"transaction": transaction_id, "perPage": _REFUNDS_PER_PAGE, "page": page}
+            items, meta = _items_and_meta(self._envelope("GET", "/refund", params=params))
+            fresh = tuple(_fresh(map(_refund_from, items), seen))
+            records.extend(r for r in fresh if r.transaction_id == transaction_id)
+            if _last_page(page, meta, fresh):
+                return records
+            page += 1
+
+    def fetch_refund(self, refund_id: int) -> RefundRecord:
+        """One refund by its id (GET /refund/:id)."""
+        if not _is_gateway_id(refund_id):
+            raise GatewayRejected(f"{refund_id!r} is not a Paystack refund id")
+        return _refund_from(self._call("GET", f"/refund/{refund_id}"))
 
     def initialize(
         self,
@@ -264,13 +293,19 @@ def _items_and_meta(body: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
     return items, meta if isinstance(meta, dict) else {}
 
 
-def _fresh(records: Iterator[Verification], seen: set[int | str]) -> Iterator[Verification]:
-    """Transactions not seen before (by id), noting them as seen."""
+def _fresh(records: Iterable[Record], seen: set[int | str]) -> Iterator[Record]:
+    """Records not seen before (by id), noting them as seen."""
     for record in records:
-        key = record.gateway_id if record.gateway_id is not None else record.reference
+        key = _key(record)
         if key not in seen:
             seen.add(key)
             yield record
+
+
+def _key(record: Verification | RefundRecord) -> int | str:
+    if isinstance(record, RefundRecord):
+        return record.id
+    return record.gateway_id if record.gateway_id is not None else record.reference
 
 
 def _last_page(number: int, meta: dict[str, Any], fresh: tuple[object, ...]) -> bool:
@@ -295,6 +330,26 @@ def _verification_from(data: Any) -> Verification:
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         # A garbled answer is not a verdict: treat it like an outage and ask again later.
         raise GatewayUnavailable(f"the gateway answered an unreadable transaction: {exc}") from None
+
+
+def _refund_from(data: Any) -> RefundRecord:
+    try:
+        transaction = data.get("transaction")
+        # An id in the refund API; the whole transaction in POST /refund's answer.
+        embedded = transaction if isinstance(transaction, dict) else {}
+        transaction_id = embedded.get("id") if embedded else transaction
+        reference = data.get("transaction_reference") or embedded.get("reference")
+        return RefundRecord(
+            id=_gateway_id(data["id"]),
+            transaction_id=_gateway_id(transaction_id) if transaction_id is not None else None,
+            transaction_reference=_text(reference) if reference is not None else None,
+            amount=_minor_units(data["amount"]),
+            currency=_text(data["currency"]),
+            status=_text(data["status"]),
+            refunded_at=_moment(data.get("refunded_at")),
+        )
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise GatewayUnavailable(f"the gateway answered an unreadable refund: {exc}") from None
 
 
 @lru_cache(maxsize=1)

@@ -44,6 +44,24 @@ class TransactionPage:
 
 
 @dataclass(frozen=True)
+class RefundRecord:
+    """The gateway's own record of one refund (GET /refund, GET /refund/:id).
+
+    `status` is pending, processing, processed, failed or needs-attention; only `processed`
+    means the money went back. The record may say so before verify says `reversed`; after a
+    partial refund verify may never say it (Paystack documents no partial state).
+    """
+
+    id: int
+    transaction_id: int | None
+    transaction_reference: str | None
+    amount: int  # minor units
+    currency: str
+    status: str
+    refunded_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class Initialization:
     """A checkout opened at the gateway: where to send the payer."""
 

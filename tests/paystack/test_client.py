@@ -15,7 +15,7 @@ from paystack.errors import (
     ReferenceNotFound,
     TransactionNotFound,
 )
-from paystack.types import TransactionPage
+from paystack.types import RefundRecord, TransactionPage
 from tests.helpers import charge_success
 
 BASE = "http://paystack.test"
@@ -271,3 +271,81 @@ def test_listing_bounds_must_be_aware(
     with pytest.raises(ValueError, match="timezone-aware"):
         list(client.list_transactions(since=datetime(2025, 3, 1)))
     assert len(paystack.calls) == 0
+
+
+def refund(refund_id: int, transaction_id: int, **changes: Any) -> dict[str, Any]:
+    """A refund record as GET /refund gives it (trimmed)."""
+    return {
+        "id": refund_id,
+        "integration": 412829,
+        "domain": "test",
+        "transaction": transaction_id,
+        "transaction_reference": f"tly-{transaction_id}",
+        "amount": 4000,
+        "currency": "NGN",
+        "status": "processed",
+        "refunded_at": "2025-03-15T10:00:00.000Z",
+        **changes,
+    }
+
+
+def test_list_refunds_keeps_only_the_transactions_own(
+    client: PaystackClient, paystack: responses.RequestsMock
+) -> None:
+    big = 2**64 - 1
+    records = [
+        refund(7, big, amount="4000"),  # a string amount, as refund events send
+        refund(6, 99),  # another transaction's: a gateway that ignored the filter
+        refund(5, big, amount=6000, status="pending", refunded_at=None),
+    ]
+    meta = {"total": 3, "skipped": 0, "perPage": "100", "page": 1, "pageCount": 1}
+    paystack.add(responses.GET, f"{BASE}/refund", json=ok(records, meta=meta))
+    first, second = client.list_refunds(transaction_id=big)
+    assert first == RefundRecord(
+        id=7,
+        transaction_id=big,
+        transaction_reference=f"tly-{big}",
+        amount=4000,
+        currency="NGN",
+        status="processed",
+        refunded_at=datetime(2025, 3, 15, 10, tzinfo=UTC),
+    )
+    assert (second.id, second.amount, second.status, second.refunded_at) == (
+        5,
+        6000,
+        "pending",
+        None,
+    )
+    assert query(paystack.calls[0]) == {"transaction": str(big), "perPage": "100", "page": "1"}
+
+
+def test_list_refunds_pages_until_page_count(
+    client: PaystackClient, paystack: responses.RequestsMock
+) -> None:
+    for page, refund_id in ((1, 2), (2, 1)):
+        meta = {"total": 2, "perPage": "1", "page": page, "pageCount": 2}
+        paystack.add(responses.GET, f"{BASE}/refund", json=ok([refund(refund_id, 9)], meta=meta))
+    assert [r.id for r in client.list_refunds(transaction_id=9)] == [2, 1]
+    assert len(paystack.calls) == 2
+
+
+def test_fetch_refund_reads_an_embedded_transaction(
+    client: PaystackClient, paystack: responses.RequestsMock
+) -> None:
+    embedded = refund(3, 0, transaction=transaction("tly-9", id=9), transaction_reference=None)
+    paystack.add(responses.GET, f"{BASE}/refund/3", json=ok(embedded))
+    record = client.fetch_refund(3)
+    assert (record.transaction_id, record.transaction_reference) == (9, "tly-9")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"amount": "12.5"}, {"amount": 12.5}, {"id": None}, {"status": None}, {"transaction": "x"}],
+    ids=["decimal-string", "float", "no-id", "no-status", "bad-transaction"],
+)
+def test_an_unreadable_refund_is_retryable(
+    client: PaystackClient, paystack: responses.RequestsMock, changes: dict[str, Any]
+) -> None:
+    paystack.add(responses.GET, f"{BASE}/refund/3", json=ok(refund(3, 9, **changes)))
+    with pytest.raises(GatewayUnavailable):
+        client.fetch_refund(3)

@@ -74,13 +74,29 @@ class PaystackClient:
         status: str | None = None,
         per_page: int = 50,
         use_cursor: bool = False,
+    ) -> Iterator[Verification]:
+        """Every transaction created from `since` to `until`, newest first, each once.
+
+        `transaction_pages` (same arguments) reads it; use that for progress figures.
+        """
+        for page in self.transaction_pages(
+            since=since, until=until, status=status, per_page=per_page, use_cursor=use_cursor
+        ):
+            yield from page.transactions
+
+    def transaction_pages(
+        self,
+        *,
+        since: datetime,
+        until: datetime | None = None,
+        status: str | None = None,
+        per_page: int = 50,
+        use_cursor: bool = False,
     ) -> Iterator[TransactionPage]:
         """Page through GET /transaction: transactions created from `since` to `until` (aware
-        datetimes), of `status` if given (success, failed, abandoned, reversed), newest first,
-        each once. Yields pages, for progress figures; their `transactions` are the listing:
-
-            for page in gateway.list_transactions(since=a_week_ago):
-                for verification in page.transactions: ...
+        datetimes), of `status` if given (success, failed, abandoned, reversed), newest first.
+        Each page's `transactions` are those no earlier page gave; with the gateway's `total`
+        and `page_count` when it sends them, for progress.
 
         1. Ask for the first page: `from`, `to`, `status`, `perPage`, and `use_cursor=true`
            when asked (cursors do not shift as payments arrive; offset pages do).

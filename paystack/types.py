@@ -30,7 +30,7 @@ class Verification:
 
 @dataclass(frozen=True)
 class TransactionPage:
-    """One page of the gateway's transaction list, as `PaystackClient.list_transactions` reads it.
+    """One page of the gateway's transaction list, as `PaystackClient.transaction_pages` reads it.
 
     `transactions` holds only those not on an earlier page of the same listing (pages shift
     as payments arrive). `total` and `page_count` are the gateway's own figures at this page,

@@ -15,7 +15,7 @@ from paystack.errors import (
     ReferenceNotFound,
     TransactionNotFound,
 )
-from paystack.types import RefundRecord, TransactionPage
+from paystack.types import RefundRecord, Verification
 from tests.helpers import charge_success
 
 BASE = "http://paystack.test"
@@ -38,9 +38,8 @@ def ok(data: Any, **extra: Any) -> dict[str, Any]:
     return {"status": True, "message": "OK", "data": data, **extra}
 
 
-def references(pages: Iterator[TransactionPage]) -> list[str]:
-    """The listing, flat: every page's transactions in turn."""
-    return [v.reference for page in pages for v in page.transactions]
+def references(listing: Iterator[Verification]) -> list[str]:
+    return [verification.reference for verification in listing]
 
 
 def query(call: Any) -> dict[str, str]:
@@ -181,7 +180,7 @@ def test_offset_listing_drops_shifted_repeats_and_stops_at_page_count(
     for page, items in enumerate(([a, b], [b, c], [d, e]), start=1):
         meta = offset_meta(page, page_count=3, total=5, per_page="2")
         paystack.add(responses.GET, LIST, json=ok(items, meta=meta))
-    pages = list(client.list_transactions(since=SINCE, until=UNTIL, status="success", per_page=2))
+    pages = list(client.transaction_pages(since=SINCE, until=UNTIL, status="success", per_page=2))
     assert [[v.reference for v in p.transactions] for p in pages] == [
         ["tly-0", "tly-1"],
         ["tly-2"],

@@ -88,7 +88,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import requests
@@ -201,7 +201,7 @@ def numeric_id(text: str, message: str) -> int:
     return int(text)
 
 
-def number(body: dict, key: str, default: float, cast: type = int) -> Any:
+def number(body: dict[str, Any], key: str, default: float, cast: type = int) -> Any:
     """A non-negative ``cast`` number from a control request body, or 400."""
     value = body.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
@@ -209,14 +209,14 @@ def number(body: dict, key: str, default: float, cast: type = int) -> Any:
     return cast(value)
 
 
-def choice(body: dict, key: str, default: str, allowed: tuple[str, ...]) -> str:
+def choice(body: dict[str, Any], key: str, default: str, allowed: tuple[str, ...]) -> str:
     value = body.get(key, default)
     if not isinstance(value, str) or value not in allowed:
         raise HTTPError(400, f"{key} must be one of {', '.join(allowed)}")
     return value
 
 
-def transaction_key(body: dict) -> str | int:
+def transaction_key(body: dict[str, Any]) -> str | int:
     """``transaction`` of a request body: a reference or a numeric id."""
     key = body.get("transaction")
     if not isinstance(key, str | int) or isinstance(key, bool) or key == "":
@@ -224,7 +224,7 @@ def transaction_key(body: dict) -> str | int:
     return key
 
 
-def optional_amount(body: dict, key: str) -> int | None:
+def optional_amount(body: dict[str, Any], key: str) -> int | None:
     if body.get(key) is None:
         return None
     amount = positive_int(body[key])
@@ -233,7 +233,7 @@ def optional_amount(body: dict, key: str) -> int | None:
     return amount
 
 
-def refund_plan(body: dict) -> RefundPlan:
+def refund_plan(body: dict[str, Any]) -> RefundPlan:
     """The plan a control request gives for a refund (see the module docstring)."""
     steps = body.get("steps", [])
     if not isinstance(steps, list) or any(step not in REFUND_STEPS for step in steps):
@@ -284,7 +284,8 @@ class SandboxServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
+        # Bound from the (host, port) of str and int it was given; typeshed allows bytes too.
+        host, port = cast("tuple[str, int]", self.server_address[:2])
         return f"http://{host}:{port}"
 
     def handle_error(self, request: Any, client_address: Any) -> None:

@@ -235,7 +235,9 @@ class Store:
         with self.lock:
             return self.transactions.get(self.by_access_code.get(access_code, ""))
 
-    def settle(self, reference: str, status: str, allowed_from: tuple[str, ...]) -> dict | None:
+    def settle(
+        self, reference: str, status: str, allowed_from: tuple[str, ...]
+    ) -> dict[str, Any] | None:
         """Move a transaction to ``status`` if it is in ``allowed_from``; its data, or None.
 
         Paid means paid now: ``paid_at`` is the moment of this call, also for a payment that
@@ -346,7 +348,9 @@ class Store:
             refunds.sort(key=lambda r: (r.created_at, r.id), reverse=True)
             return [shapes.refund_record(r) for r in refunds]
 
-    def refund_event(self, reference: str, refund_id: int | None, status: str) -> dict | None:
+    def refund_event(
+        self, reference: str, refund_id: int | None, status: str
+    ) -> dict[str, Any] | None:
         """``data`` of a ``refund.<status>`` webhook, for a delivery the caller asks for.
 
         About ``refund_id``, else the transaction's latest refund, else a refund never made

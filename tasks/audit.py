@@ -24,7 +24,12 @@ from tasks.verification import confirm_reversal, settle_verified
 
 logger = logging.getLogger(__name__)
 
-DAILY_WINDOW = timedelta(days=2)  # the daily run overlaps the previous one by a day
+# The list filters on when a transaction was created, not when it was refunded, so the daily
+# run looks for reversals over the last month (few pages: the gateway filters by status) and for
+# payments completed after we closed them over the last three days (a payment expires a day
+# after it is created).
+DAILY_REVERSALS_WINDOW = timedelta(days=30)
+DAILY_PAYMENTS_WINDOW = timedelta(days=3)
 
 
 class AuditRunning(Exception):
@@ -44,31 +49,33 @@ class AuditReport:
 def audit_gateway(
     *,
     since: datetime,
+    paid_since: datetime | None = None,
     dry_run: bool = False,
     on_progress: Callable[[AuditReport], None] | None = None,
 ) -> AuditReport:
-    """Compare the gateway's transactions since `since` with ours and settle the differences.
+    """Compare the gateway's transactions with ours and settle the differences.
 
     1. Take the audit lock; another run holding it raises AuditRunning.
-    2. Page through the list (the client dedupes on id across shifting pages).
+    2. Page through the gateway's reversed transactions created since `since`, then its paid
+       ones created since `paid_since` (default `since`); the client dedupes on id across
+       shifting pages.
     3. For each of ours: reversed there but counted here → verify, take the votes back once;
        paid there but pending or failed here → verify, settle. Anything else agrees.
-    With `dry_run`, say what would be done; call nothing more, change nothing.
+    With `dry_run`, say what would be done; verify nothing, change nothing.
     """
     report = AuditReport()
     with single_run("tally.audit_gateway") as taken:
         if not taken:
             raise AuditRunning("another audit_gateway run is in progress")
-        # PaystackClient has no list_transactions yet: it lands with the sandbox work. Until
-        # then this line fails at run time; drop the ignore once the method exists.
-        for listed in gateway().list_transactions(since=since):  # type: ignore[attr-defined, unused-ignore]
-            report.listed += 1
-            outcome = _audit_one(listed, dry_run=dry_run)
-            if outcome is not None:
-                report.ours += 1
-                report.add(outcome)
-            if on_progress is not None:
-                on_progress(report)
+        for status, start in (("reversed", since), ("success", paid_since or since)):
+            for listed in gateway().list_transactions(since=start, status=status):
+                report.listed += 1
+                outcome = _audit_one(listed, dry_run=dry_run)
+                if outcome is not None:
+                    report.ours += 1
+                    report.add(outcome)
+                if on_progress is not None:
+                    on_progress(report)
     return report
 
 
@@ -111,9 +118,12 @@ def _gateway_error(reference: str, error: GatewayError) -> str:
 
 @shared_task(name="tally.audit_gateway", acks_late=True)
 def audit_gateway_daily() -> dict[str, int]:
-    """Beat, daily: audit the last DAILY_WINDOW of the gateway's transactions."""
+    """Beat, daily: reversals of the last month, late payments of the last three days."""
+    now = timezone.now()
     try:
-        report = audit_gateway(since=timezone.now() - DAILY_WINDOW)
+        report = audit_gateway(
+            since=now - DAILY_REVERSALS_WINDOW, paid_since=now - DAILY_PAYMENTS_WINDOW
+        )
     except AuditRunning:
         logger.info("audit already running elsewhere", extra={"outcome": "skipped"})
         return {}

@@ -100,7 +100,7 @@ def _refund_processed(verification: Verification) -> bool:
         return False
     # PaystackClient has no list_refunds yet: it lands with the sandbox work. Until then this
     # line fails at run time; drop the ignore once the method exists.
-    refunds = gateway().list_refunds(transaction_id=verification.gateway_id)  # type: ignore[attr-defined, unused-ignore]
+    refunds = gateway().list_refunds(transaction_id=verification.gateway_id)
     return any(refund.status == "processed" for refund in refunds)
 
 

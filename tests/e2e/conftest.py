@@ -25,8 +25,8 @@ class Sandbox:
         response.raise_for_status()
         return response.json()
 
-    def paid(self, payments) -> None:
-        """Tell the gateway these payments were paid (no webhook yet)."""
+    def paid(self, payments, *, status: str = "success") -> None:
+        """Tell the gateway these payments exist with `status` (paid by default); no webhook."""
         self.post(
             "transactions",
             {
@@ -36,11 +36,35 @@ class Sandbox:
                         "amount": p.amount,
                         "currency": p.currency,
                         "email": p.email,
+                        "status": status,
                     }
                     for p in payments
                 ]
             },
         )
+
+    def pay(self, reference: str) -> None:
+        """The payer completes the checkout now: paid, and charge.success is posted."""
+        self.post(f"transactions/{reference}/pay")
+
+    def refund(self, reference: str, **plan: object) -> dict:
+        """A refund carried along `plan` (amount, steps, outcome, lag, catch_up_after)."""
+        return self.post("refunds", {"transaction": reference, **plan})
+
+    def dispute(self, reference: str, **options: object) -> str:
+        """A chargeback on a paid payment; returns the dispute id."""
+        return str(self.post("disputes", {"transaction": reference, **options})["id"])
+
+    def fault(self, **fault: object) -> None:
+        self.post("faults", fault)
+
+    def override(self, reference: str, **values: object) -> None:
+        """What verify and the list report for `reference` from now on (no webhook)."""
+        self.post("overrides", {"reference": reference, **values})
+
+    def settled(self) -> bool:
+        """No webhook of the sandbox's is still on its way."""
+        return self.stats()["webhooks"]["in_flight"] == 0
 
     def deliver(self, reference: str, *, times: int = 1, event: str = "charge.success") -> None:
         self.post("deliver", {"reference": reference, "event": event, "times": times})

@@ -35,7 +35,7 @@ def test_the_payment_page_offers_resolve_and_a_decision_credits_with_who_and_why
     payment.refresh_from_db()
     assert (payment.status, payment.attention) == ("credited", "")
     assert votes_of(payment.contestant_id) == 3
-    last = payment.transitions.last()
+    last = payment.transitions.latest("id")
     assert (last.actor, last.reason) == ("admin", "credit by admin: amount ok")
 
 

@@ -60,7 +60,7 @@ def test_a_failed_payment_paid_later_is_credited_once_with_the_reason():
 
     assert (first.outcome, second.outcome) == (Outcome.CREDITED, Outcome.ALREADY_SETTLED)
     assert votes_of(payment.contestant_id) == 3
-    last = payment.transitions.last()
+    last = payment.transitions.latest("id")
     assert (last.from_status, last.to_status, last.reason) == (
         "failed",
         "credited",
@@ -324,7 +324,7 @@ def test_credit_anyway_credits_a_flagged_payment_once_and_records_who_and_why():
     payment.refresh_from_db()
     assert (payment.status, payment.attention) == ("credited", "")
     assert votes_of(payment.contestant_id) == 3
-    last = payment.transitions.last()
+    last = payment.transitions.latest("id")
     assert last is not None
     assert (last.to_status, last.actor, last.reason) == (
         "credited",

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 # Probes and scrapes arrive every few seconds from load balancers and Prometheus; a trace of
 # each would bury the webhooks. OTEL_PYTHON_DJANGO_EXCLUDED_URLS replaces this list.
-DEFAULT_EXCLUDED_URLS = "healthz,readyz,metrics"
+DEFAULT_EXCLUDED_URLS = "/healthz,/readyz,/metrics"
 
 _provider: "TracerProvider | None" = None
 

@@ -35,6 +35,19 @@ from django.conf import settings
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
+def request_spans():  # the spans of probes, a scrape and a webhook GET (405) through Django
+    if process != "web":
+        return []
+    from django.test import Client
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(exporter))
+    for path in ("/healthz", "/readyz", "/metrics", "/webhooks/paystack/"):
+        Client().get(path)
+    return [span.name for span in exporter.get_finished_spans()]
+
 tracer = trace.get_tracer("probe")
 provider = trace.get_tracer_provider()
 with tracer.start_as_current_span("request", kind=SpanKind.SERVER) as request:
@@ -47,6 +60,7 @@ print(json.dumps({
     "request_recorded": request_recorded,
     "child_recorded": child_recorded,
     "bare_client_recorded": tracer.start_span("SELECT", kind=SpanKind.CLIENT).is_recording(),
+    "request_spans": request_spans(),
 }))
 sys.stdout.flush()
 os._exit(0)  # skip the exit-time export to a port where nobody listens
@@ -106,6 +120,8 @@ def test_web_with_an_endpoint_traces_requests_gateway_calls_and_sql_as_tally_web
     assert report["request_recorded"] is True
     assert report["child_recorded"] is True  # SQL inside a request is part of its trace
     assert report["bare_client_recorded"] is False  # SQL outside any request starts none
+    # Probes and scrapes (and their SQL) are not traced; the webhook is.
+    assert report["request_spans"] == ["GET webhooks/paystack/"]
 
 
 def test_a_worker_pool_process_traces_as_tally_worker_without_django_middleware():

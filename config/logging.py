@@ -60,19 +60,7 @@ def stamp_task_ids() -> None:
     survives a line formatted later, after the task has finished: by a queue handler, or
     by pytest's caplog. Safe to call more than once.
     """
-    make_record = logging.getLogRecordFactory()
-    if getattr(make_record, "stamps_task_ids", False):
-        return
-
-    def make_stamped_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = make_record(*args, **kwargs)
-        task_id = _current_task_id()
-        if task_id:
-            setattr(record, _TASK_ID_ATTR, task_id)
-        return record
-
-    make_stamped_record.stamps_task_ids = True  # type: ignore[attr-defined]  # read back above
-    logging.setLogRecordFactory(make_stamped_record)
+    _stamp_each_record(_TASK_ID_ATTR, _current_task_id)
 
 
 def stamp_trace_ids(current_ids: Callable[[], tuple[str, str] | None]) -> None:
@@ -82,19 +70,27 @@ def stamp_trace_ids(current_ids: Callable[[], tuple[str, str] | None]) -> None:
     OpenTelemetry; this module never imports it. Stamped at creation, like the task id, so
     a line formatted later still names the span that wrote it. Safe to call more than once.
     """
+    _stamp_each_record(_TRACE_IDS_ATTR, current_ids)
+
+
+def _stamp_each_record(attr: str, current: Callable[[], object]) -> None:
+    """Wrap the record factory so that each new record gets `current()` as `attr` (unless
+    it is empty). The attributes stamped so far travel along the chain of factories, so a
+    second call for the same one changes nothing, whatever was wrapped in between."""
     make_record = logging.getLogRecordFactory()
-    if getattr(make_record, "stamps_trace_ids", False):
+    stamped: tuple[str, ...] = getattr(make_record, "stamped_attrs", ())
+    if attr in stamped:
         return
 
-    def make_traced_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    def make_stamped_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = make_record(*args, **kwargs)
-        trace_ids = current_ids()
-        if trace_ids is not None:
-            setattr(record, _TRACE_IDS_ATTR, trace_ids)
+        value = current()
+        if value:
+            setattr(record, attr, value)
         return record
 
-    make_traced_record.stamps_trace_ids = True  # type: ignore[attr-defined]  # read back above
-    logging.setLogRecordFactory(make_traced_record)
+    make_stamped_record.stamped_attrs = (*stamped, attr)  # type: ignore[attr-defined]  # read above
+    logging.setLogRecordFactory(make_stamped_record)
 
 
 def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> str:

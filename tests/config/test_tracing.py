@@ -149,6 +149,9 @@ def test_log_lines_name_the_trace_and_span_they_were_written_in(record_factory):
     trace_id, span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
     current: list[tuple[str, str] | None] = [(trace_id, span_id)]
     stamp_trace_ids(lambda: current[0])
+    stamping = logging.getLogRecordFactory()
+    stamp_trace_ids(lambda: current[0])  # again, as a second set-up would: no second stamp
+    assert logging.getLogRecordFactory() is stamping
     logger = logging.getLogger("tally.test")
 
     def make(message: str) -> logging.LogRecord:

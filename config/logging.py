@@ -1,7 +1,8 @@
 """Log formatters: one JSON object per line in production, readable lines in development.
 
 Also the last line of defence against leaking the Paystack secret key (RedactSecrets), and
-the stamp that ties each line to the Celery task that wrote it (stamp_task_ids).
+the stamps that tie each line to the Celery task (stamp_task_ids) and, with tracing on, the
+trace and span (stamp_trace_ids) that wrote it.
 """
 
 import contextlib
@@ -20,12 +21,16 @@ from django.conf import settings
 # `extra` overwrite an attribute it already has).
 _TASK_ID_ATTR = "_tally_task_id"
 
+# Where a record made inside a traced span keeps (trace id, span id); see stamp_trace_ids.
+_TRACE_IDS_ATTR = "_tally_trace_ids"
+
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is context.
 _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "message",
     "asctime",
     "taskName",
     _TASK_ID_ATTR,
+    _TRACE_IDS_ATTR,
 }
 
 
@@ -35,6 +40,10 @@ def _context(record: logging.LogRecord) -> dict[str, Any]:
         task_id = getattr(record, _TASK_ID_ATTR, None) or _current_task_id()
         if task_id:
             context["task_id"] = task_id
+    trace_ids = getattr(record, _TRACE_IDS_ATTR, None)
+    if trace_ids is not None:
+        context.setdefault("trace_id", trace_ids[0])
+        context.setdefault("span_id", trace_ids[1])
     return context
 
 
@@ -51,18 +60,36 @@ def stamp_task_ids() -> None:
     survives a line formatted later, after the task has finished: by a queue handler, or
     by pytest's caplog. Safe to call more than once.
     """
+    _stamp_each_record(_TASK_ID_ATTR, _current_task_id)
+
+
+def stamp_trace_ids(current_ids: Callable[[], tuple[str, str] | None]) -> None:
+    """Record the current span's (trace id, span id) on each LogRecord when it is created.
+
+    config/tracing.py calls this only when tracing is on, with a function that asks
+    OpenTelemetry; this module never imports it. Stamped at creation, like the task id, so
+    a line formatted later still names the span that wrote it. Safe to call more than once.
+    """
+    _stamp_each_record(_TRACE_IDS_ATTR, current_ids)
+
+
+def _stamp_each_record(attr: str, current: Callable[[], object]) -> None:
+    """Wrap the record factory so that each new record gets `current()` as `attr` (unless
+    it is empty). The attributes stamped so far travel along the chain of factories, so a
+    second call for the same one changes nothing, whatever was wrapped in between."""
     make_record = logging.getLogRecordFactory()
-    if getattr(make_record, "stamps_task_ids", False):
+    stamped: tuple[str, ...] = getattr(make_record, "stamped_attrs", ())
+    if attr in stamped:
         return
 
     def make_stamped_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = make_record(*args, **kwargs)
-        task_id = _current_task_id()
-        if task_id:
-            setattr(record, _TASK_ID_ATTR, task_id)
+        value = current()
+        if value:
+            setattr(record, attr, value)
         return record
 
-    make_stamped_record.stamps_task_ids = True  # type: ignore[attr-defined]  # read back above
+    make_stamped_record.stamped_attrs = (*stamped, attr)  # type: ignore[attr-defined]  # read above
     logging.setLogRecordFactory(make_stamped_record)
 
 

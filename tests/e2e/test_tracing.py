@@ -1,0 +1,111 @@
+"""Traces end to end: one webhook is one trace across gunicorn, the broker and a Celery worker.
+
+The processes export with the product's own OTLP exporter, switched on by
+OTEL_EXPORTER_OTLP_ENDPOINT alone, to a stand-in collector in the test (tests/e2e/otlp.py).
+"""
+
+import json
+
+import pytest
+
+from devstack.processes import free_port
+from tests.e2e.otlp import ReceivedSpan, otlp_collector
+from tests.e2e.test_pipeline import all_credited
+from tests.factories import PaymentFactory
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.e2e
+
+# SpanKind as OTLP numbers it (opentelemetry.proto.trace.v1.Span.SpanKind).
+SERVER, CLIENT, PRODUCER, CONSUMER = 2, 3, 4, 5
+
+
+def test_one_delivery_is_one_trace_from_the_webhook_post_to_the_ledger_write(stack, sandbox):
+    port = free_port()
+    with otlp_collector(port) as collector:
+        stack.env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{port}"
+        stack.env["OTEL_BSP_SCHEDULE_DELAY"] = "100"  # ms: export within the test's wait
+        stack.env["LOG_FORMAT"] = "json"
+        stack.web(port=int(stack.env["WEB_PORT"]))
+        worker = stack.worker(concurrency=1)
+        payment = PaymentFactory(votes=3)
+        sandbox.paid([payment])
+
+        sandbox.deliver(payment.reference)
+        wait_until(all_credited([payment]), timeout=30)
+
+        # Each process exports in batches: wait for the worker's spans to arrive too.
+        wait_until(lambda: Trace(collector.spans(), payment.reference).complete(), timeout=30)
+        spans = collector.spans()
+
+    trace = Trace(spans, payment.reference)
+    post = trace.webhook_post()
+    assert post.service == "tally-web" and post.parent_span_id == ""  # the trace starts here
+    publish = trace.one(PRODUCER, "tally-web", lambda s: "tally.process_event" in s.name)
+    run = trace.one(CONSUMER, "tally-worker", lambda s: "tally.process_event" in s.name)
+    verify = trace.verify_call()
+    ledger_write = trace.ledger_write()
+    assert {s.trace_id for s in (post, publish, run, verify, ledger_write)} == {post.trace_id}
+    assert run.parent_span_id == publish.span_id  # carried in the message's headers
+    # The gateway call and the credit's ledger entry, both inside the task's span.
+    assert verify.parent_span_id == run.span_id
+    assert ledger_write.parent_span_id == run.span_id
+
+    # Every line the task wrote, Celery's own included, names the trace and the task's span.
+    lines = json_lines(worker.output())
+    settled = [line for line in lines if line["message"] == "payment settled"]
+    assert [line["reference"] for line in settled] == [payment.reference]
+    task_lines = [line for line in lines if line.get("task_id") == settled[0]["task_id"]]
+    assert {line["message"] for line in task_lines} >= {"payment settled", "delivery processed"}
+    assert {(line["trace_id"], line["span_id"]) for line in task_lines} == {
+        (post.trace_id, run.span_id)
+    }
+
+
+class Trace:
+    """The spans of one delivery, found by what they did."""
+
+    def __init__(self, spans: list[ReceivedSpan], reference: str) -> None:
+        self.spans = spans
+        self.reference = reference
+
+    def complete(self) -> bool:
+        try:
+            self.ledger_write()
+            self.verify_call()
+            self.webhook_post()
+        except LookupError:
+            return False
+        return True
+
+    def webhook_post(self) -> ReceivedSpan:
+        return self.one(SERVER, "tally-web", lambda s: "webhooks/paystack" in _target(s))
+
+    def verify_call(self) -> ReceivedSpan:
+        path = f"/transaction/verify/{self.reference}"
+        return self.one(CLIENT, "tally-worker", lambda s: path in _target(s))
+
+    def ledger_write(self) -> ReceivedSpan:
+        insert = 'INSERT INTO "ledger_ledgerentry"'
+        return self.one(CLIENT, "tally-worker", lambda s: insert in _sql(s))
+
+    def one(self, kind: int, service: str, matches) -> ReceivedSpan:
+        found = [s for s in self.spans if s.kind == kind and s.service == service and matches(s)]
+        if not found:
+            raise LookupError(f"no {service} span of kind {kind} matching")
+        return found[0]
+
+
+def _target(span: ReceivedSpan) -> str:
+    """The URL or path of an HTTP span, under the old or the stable semantic conventions."""
+    keys = ("http.url", "url.full", "http.target", "url.path", "http.route")
+    return " ".join(str(span.attributes.get(key, "")) for key in keys)
+
+
+def _sql(span: ReceivedSpan) -> str:
+    return str(span.attributes.get("db.statement") or span.attributes.get("db.query.text") or "")
+
+
+def json_lines(output: str) -> list[dict]:
+    """The JSON log lines of a process's output (Celery's banner is plain text)."""
+    return [json.loads(text) for text in output.splitlines() if text.startswith("{")]

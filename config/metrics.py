@@ -45,3 +45,9 @@ payments_settled = Counter(
 )
 votes_credited = Counter("tally_votes_credited_total", "Votes added to contestants.")
 votes_reversed = Counter("tally_votes_reversed_total", "Votes taken back by reversals.")
+delivery_messages_sent = Counter(
+    "tally_delivery_messages_sent_total",
+    "Messages published to process deliveries, by who sent them "
+    "(webhook, sweeper, replay, retry, cooldown).",
+    ["by"],
+)

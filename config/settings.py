@@ -87,7 +87,9 @@ if PROXY_HOPS:
     # Our proxies terminate TLS; the callback URL we hand Paystack must still say https.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 WEBHOOK_MAX_BYTES = env_int("WEBHOOK_MAX_BYTES", 262144, minimum=1)
-STUCK_AFTER_SECONDS = env_int("STUCK_AFTER_SECONDS", 60, minimum=1)
+STUCK_AFTER_SECONDS = env_int("STUCK_AFTER_SECONDS", 60, minimum=4)
+MAX_DELIVERY_ATTEMPTS = env_int("MAX_DELIVERY_ATTEMPTS", 10, minimum=1)
+VERIFY_COOLDOWN_SECONDS = env_int("VERIFY_COOLDOWN_SECONDS", 30, minimum=0)
 RECONCILE_AFTER_SECONDS = env_int("RECONCILE_AFTER_SECONDS", 900, minimum=0)
 PAYMENT_EXPIRES_AFTER_SECONDS = env_int("PAYMENT_EXPIRES_AFTER_SECONDS", 86400, minimum=1)
 
@@ -125,7 +127,35 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Above our longest retry countdown, so a scheduled retry is never redelivered early.
     "visibility_timeout": 3600,
 }
+# Deliveries keep the default queue (messages already queued still resolve); the payer's
+# callback verifies and beat's jobs have their own, so neither ever waits behind a backlog of
+# deliveries nor delays them. Workers consume all three unless started with -Q.
 CELERY_TASK_DEFAULT_QUEUE = "celery"
+DELIVERIES_QUEUE, CALLBACKS_QUEUE, PERIODIC_QUEUE = "celery", "callbacks", "periodic"
+CELERY_TASK_QUEUES: dict[str, dict[str, str]] = {
+    name: {} for name in (DELIVERIES_QUEUE, CALLBACKS_QUEUE, PERIODIC_QUEUE)
+}
+CELERY_TASK_ROUTES = {
+    "tally.verify_payment": {"queue": CALLBACKS_QUEUE},
+    "tally.sweep_stuck_deliveries": {"queue": PERIODIC_QUEUE},
+    "tally.reconcile_pending_payments": {"queue": PERIODIC_QUEUE},
+    "tally.audit_gateway": {"queue": PERIODIC_QUEUE},
+}
+# A task that talks to the gateway must end, hard, before its lease (STUCK_AFTER_SECONDS)
+# ends, or the sweeper would hand its delivery to a second worker while the first still runs.
+# Two gateway calls (verify, then a refund record) must fit inside the soft limit.
+TASK_TIME_LIMIT = STUCK_AFTER_SECONDS - max(1, STUCK_AFTER_SECONDS // 10)
+TASK_SOFT_TIME_LIMIT = TASK_TIME_LIMIT - max(1, TASK_TIME_LIMIT // 10)
+if 2 * PAYSTACK_TIMEOUT >= TASK_SOFT_TIME_LIMIT:
+    raise ImproperlyConfigured(
+        f"PAYSTACK_TIMEOUT={PAYSTACK_TIMEOUT} does not fit: a task makes up to two gateway calls "
+        f"and must stop (soft limit {TASK_SOFT_TIME_LIMIT} s) before its lease "
+        f"STUCK_AFTER_SECONDS={STUCK_AFTER_SECONDS} ends; lower PAYSTACK_TIMEOUT or raise "
+        "STUCK_AFTER_SECONDS"
+    )
+# Beat's jobs stop taking new work after this and finish the next run where they stopped:
+# well inside Redis' visibility timeout and RabbitMQ's consumer timeout (30 min by default).
+PERIODIC_BUDGET_SECONDS = 240
 # Task events cost a third of a worker's main process and a "sent" event on every webhook
 # publish (measured by the bench). Flower switches the workers' events on when it connects.
 CELERY_WORKER_SEND_TASK_EVENTS = False

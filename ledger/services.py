@@ -14,7 +14,7 @@ from enum import StrEnum
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 
 from ledger.models import (
@@ -398,24 +398,58 @@ def resolve_attention(*, reference: str, decision: Decision, actor: str, note: s
 # --- reconciliation -------------------------------------------------------------------------
 
 
-def claim_for_reconcile(*, reference: str, now: datetime) -> bool:
-    """Stamp `verified_at` on an open payment nobody verified recently; True if we won.
+@dataclass(frozen=True)
+class VerifyClaim:
+    """Whether this caller may ask the gateway about a payment now."""
 
-    One conditional UPDATE: two reconcile runs at once (two beat replicas, or the command
-    beside beat) never verify the same payment twice in one round.
-    """
-    return bool(
-        Payment.objects.filter(
-            Q(verified_at__isnull=True) | Q(verified_at__lt=recently_verified_since(now)),
-            reference=reference,
-        ).update(verified_at=now)
-    )
+    won: bool
+    stamp: datetime | None = None  # our verified_at, to give back if the call fails
+    seconds_left: float = 0.0  # when lost: until the cooldown ends
 
 
-def recently_verified_since(now: datetime) -> datetime:
-    """A payment verified after this is skipped by reconciliation: another run (a second
-    beat, or the command beside beat) asked the gateway about it moments ago."""
-    return now - timedelta(seconds=min(settings.RECONCILE_AFTER_SECONDS, 60))
+def claim_verify(*, reference: str) -> VerifyClaim:
+    """One verify per payment per VERIFY_COOLDOWN_SECONDS, whoever asks (a delivery, the
+    payer's callback, reconciliation, the audit): one conditional UPDATE of `verified_at`,
+    taken before the call, on the database's clock. The caller that loses does not call: the
+    winner's answer settles the payment, or the loser looks again after the cooldown."""
+    cooldown = settings.VERIFY_COOLDOWN_SECONDS
+    table = Payment._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            UPDATE {table} SET verified_at = statement_timestamp()
+            WHERE reference = %s
+              AND (verified_at IS NULL
+                   OR verified_at <= statement_timestamp() - make_interval(secs => %s))
+            RETURNING verified_at
+            """,
+            [reference, cooldown],
+        )
+        won = cursor.fetchone()
+        if won is not None:
+            return VerifyClaim(won=True, stamp=won[0])
+        cursor.execute(
+            f"""
+            SELECT EXTRACT(
+                EPOCH FROM verified_at + make_interval(secs => %s) - statement_timestamp()
+            )
+            FROM {table} WHERE reference = %s
+            """,
+            [cooldown, reference],
+        )
+        left = cursor.fetchone()
+    return VerifyClaim(won=False, seconds_left=max(float(left[0] or 0) if left else 0.0, 0.0))
+
+
+def release_verify(*, reference: str, claim: VerifyClaim) -> None:
+    """The call failed (an outage): it does not count, so a retry may ask again at once."""
+    Payment.objects.filter(reference=reference, verified_at=claim.stamp).update(verified_at=None)
+
+
+def verified_within_cooldown(payment: Payment, *, now: datetime) -> bool:
+    """True when a verify of this payment would be refused now (see claim_verify)."""
+    cooldown = timedelta(seconds=settings.VERIFY_COOLDOWN_SECONDS)
+    return payment.verified_at is not None and payment.verified_at > now - cooldown
 
 
 def expire_payment(*, reference: str, reason: str) -> Settlement:

@@ -14,6 +14,7 @@ from django.conf import settings
 from paystack.errors import (
     GatewayRejected,
     GatewayUnavailable,
+    RateLimited,
     ReferenceNotFound,
     TransactionNotFound,
 )
@@ -223,9 +224,7 @@ class PaystackClient:
         message = str(body.get("message", "")) if isinstance(body, dict) else ""
         status = response.status_code
         if status == 429:
-            raise GatewayUnavailable(
-                f"{method} {path}: 429 {message}", retry_after=_retry_after(response)
-            )
+            raise RateLimited(f"{method} {path}: 429 {message}", retry_after=_retry_after(response))
         if status >= 500:
             raise GatewayUnavailable(f"{method} {path}: {status} {message}")
         if status in (400, 404):

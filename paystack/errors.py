@@ -17,6 +17,10 @@ class GatewayUnavailable(GatewayError):
         self.retry_after = retry_after
 
 
+class RateLimited(GatewayUnavailable):
+    """429: the gateway asks us to slow down, for `retry_after` seconds when it says."""
+
+
 class GatewayRejected(GatewayError):
     """Final: the gateway refused the call (4xx, or a readable answer with `status: false`).
 

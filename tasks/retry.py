@@ -2,7 +2,7 @@
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from celery import Task
@@ -22,23 +22,28 @@ GiveUpResult = TypeVar("GiveUpResult")
 
 class VerdictPending(Exception):
     """The gateway answered but has no final word yet (a refund verify does not show): ask
-    again later, on the same backoff as an outage."""
+    again later, on the same backoff as an outage, not before `retry_after` seconds."""
 
-    retry_after: float | None = None
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 def backoff_seconds(retries: int, retry_after: float | None) -> float:
-    """Exponential backoff with equal jitter (half fixed, half random), capped; a 429's
-    Retry-After is the floor."""
+    """Exponential backoff with equal jitter (half fixed, half random); a 429's Retry-After is
+    the floor; never more than BACKOFF_MAX_SECONDS."""
     ceiling = get_exponential_backoff_interval(
         BACKOFF_FACTOR, retries, BACKOFF_MAX_SECONDS, full_jitter=False
     )
-    return max(retry_after or 0.0, random.uniform(ceiling / 2, ceiling))
+    # A 429's Retry-After is capped too: a retry due past Redis' visibility timeout would be
+    # redelivered early, a second chain for one delivery.
+    return min(max(retry_after or 0.0, random.uniform(ceiling / 2, ceiling)), BACKOFF_MAX_SECONDS)
 
 
 class GatewayTask(Task[..., Any]):
     """Base of every task that calls the gateway: retries transient errors with backoff,
-    then gives up the way the task says. Time limits sit above the gateway's timeout."""
+    then gives up the way the task says. Tasks that hold a lease on a delivery set time limits
+    below the lease (settings.TASK_TIME_LIMIT); these defaults sit above the gateway's timeout."""
 
     abstract = True
     acks_late = True
@@ -51,12 +56,14 @@ class GatewayTask(Task[..., Any]):
         error: GatewayUnavailable | VerdictPending,
         *,
         give_up: Callable[[], GiveUpResult],
-        before_retry: Callable[[float], None] | None = None,
+        retry_args: Callable[[float], Sequence[Any] | None] | None = None,
         context: dict[str, Any] | None = None,
-    ) -> GiveUpResult:
+    ) -> GiveUpResult | None:
         """Schedule this task again after the backoff, or, past max_retries, `give_up()`.
 
-        `before_retry(countdown)` runs first, e.g. to give a lease back until the retry is due.
+        `retry_args(countdown)` runs first and returns the retry's arguments (a task holding a
+        lease gives it back under a new generation, due when the retry is); None means the task
+        no longer holds its work, so it neither retries nor gives up: this returns None.
         """
         log_context = {**(context or {}), "error": str(error)}
         if self.request.retries >= self.max_retries:
@@ -66,10 +73,12 @@ class GatewayTask(Task[..., Any]):
             )
             return give_up()
         countdown = backoff_seconds(self.request.retries, error.retry_after)
-        if before_retry is not None:
-            before_retry(countdown)
+        args = retry_args(countdown) if retry_args is not None else self.request.args
+        if args is None:
+            logger.warning("work taken over; not retrying", extra=log_context)
+            return None
         logger.warning(
             "gateway unavailable; retrying",
             extra={**log_context, "outcome": "retrying", "countdown": round(countdown, 1)},
         )
-        raise self.retry(countdown=countdown, exc=error)
+        raise self.retry(args=tuple(args), countdown=countdown, exc=error)

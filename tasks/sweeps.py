@@ -1,64 +1,80 @@
-"""Beat's sweeper: find deliveries whose message was lost and enqueue them again."""
+"""Beat's sweeper: send again exactly the delivery messages that were never sent or were lost."""
 
 import logging
 
 from celery import shared_task
 from django.db import transaction
-from django.utils import timezone
+from django.db.models import QuerySet
+from django.db.models.functions import Now
 
-from tasks.broker import queue_depth, queue_names
+from tasks.broker import Held, held_delivery_messages
 from tasks.deliveries import queue_again
-from webhooks.models import Delivery
+from tasks.locks import single_run
+from webhooks.models import Delivery, Message
 
 logger = logging.getLogger(__name__)
 
+# At most this many messages a sweep: a huge loss is sent again over a few sweeps, never in
+# one burst that the broker or the workers choke on.
 SWEEP_BATCH = 1000
 
 
 @shared_task(name="tally.sweep_stuck_deliveries", acks_late=True)
 def sweep_stuck_deliveries() -> dict[str, int]:
-    """Requeue deliveries the broker never got or lost; safe to run from two beats at once.
+    """Send the deliveries whose message the broker never got, or lost, again; one sweep at a
+    time, whichever beat starts it.
 
-    - `received`: the broker was down when the delivery was stored; enqueue it now.
-    - `processing` past its lease: the worker died mid-task (SIGKILL, OOM, lost host).
-    - `queued` past STUCK_AFTER_SECONDS: only when the broker holds fewer messages than there
-      are such deliveries, i.e. some message was lost. A long backlog is left alone, so it
-      never multiplies messages, gateway calls or work.
+    1. Ask the broker which delivery messages it holds (waiting, and taken by workers), before
+       any row is locked: no network call under a lock.
+    2. `received`: the broker was down when the delivery was stored; send it.
+    3. `processing` past its lease: the worker died (SIGKILL, OOM, a lost host); send it.
+    4. `queued` and overdue, with no message of its current generation in the broker: lost;
+       send it. Where the broker cannot say which messages wait (RabbitMQ), only as many of
+       the oldest as the waiting count falls short of the overdue ones, and none while a
+       backlog covers them. A wrong guess costs one conditional UPDATE when the old message
+       arrives (its generation is no longer current), never a gateway call.
+    Every delivery sent again gets a new generation (tasks.deliveries.queue_again).
     """
-    now = timezone.now()
-    # The broker is asked before any row is locked (no network call under a lock), and only
-    # when there are stale queued deliveries to judge.
-    stale = Delivery.objects.filter(status=Delivery.Status.QUEUED, stale_after__lt=now)
-    waiting = sum(queue_depth(queue) for queue in queue_names()) if stale.exists() else 0
-    with transaction.atomic():
-        # skip_locked: a second sweeper running now passes over the rows this one holds,
-        # and once we commit the new stale_after hides them from it.
-        stuck = Delivery.objects.select_for_update(skip_locked=True).filter(
-            status__in=Delivery.UNFINISHED
-        )
-        received = list(
-            stuck.filter(status=Delivery.Status.RECEIVED).values_list("pk", flat=True)[:SWEEP_BATCH]
-        )
-        expired = list(
-            stuck.filter(status=Delivery.Status.PROCESSING, stale_after__lt=now).values_list(
-                "pk", flat=True
-            )[:SWEEP_BATCH]
-        )
-        stale_queued = list(
-            stuck.filter(status=Delivery.Status.QUEUED, stale_after__lt=now).values_list(
-                "pk", flat=True
-            )[:SWEEP_BATCH]
-        )
-        lost_queued = stale_queued if waiting < len(stale_queued) else []
-        to_enqueue = received + expired + lost_queued
-        queue_again(to_enqueue)
+    with single_run("tally.sweep") as taken:
+        if not taken:
+            return {}
+        held = held_delivery_messages()
+        with transaction.atomic():
+            received = _locked(Delivery.objects.filter(status=Delivery.Status.RECEIVED))
+            expired = _locked(
+                Delivery.objects.filter(status=Delivery.Status.PROCESSING, stale_after__lt=Now())
+            )
+            overdue = list(Delivery.objects.lost_candidates().values_list("pk", "generation"))
+            lost = _locked(
+                Delivery.objects.filter(
+                    pk__in=_lost(overdue, held)[:SWEEP_BATCH], status=Delivery.Status.QUEUED
+                )
+            )
+            queue_again(received + expired + lost, by="sweeper")
     summary = {
         "received": len(received),
         "expired_leases": len(expired),
-        "stale_queued": len(stale_queued),
-        "requeued_queued": len(lost_queued),
-        "broker_waiting": waiting,
+        "overdue_queued": len(overdue),
+        "lost_queued": len(lost),
+        "broker_unidentified": held.unidentified,
     }
-    if to_enqueue or stale_queued:
-        logger.info("sweep requeued deliveries", extra=summary)
+    if received or expired or lost:
+        logger.info("sweep sent deliveries again", extra=summary)
     return summary
+
+
+def _locked(deliveries: QuerySet[Delivery]) -> list[int]:
+    """Lock up to SWEEP_BATCH of these rows; skip_locked: a worker claiming one now, or a
+    replay, keeps it, and the rows this sweep takes are its own until it commits."""
+    rows = deliveries.select_for_update(skip_locked=True).order_by("pk")
+    return list(rows.values_list("pk", flat=True)[:SWEEP_BATCH])
+
+
+def _lost(overdue: list[tuple[int, int]], held: Held) -> list[int]:
+    """The overdue deliveries (oldest first) whose current message the broker does not hold."""
+    missing = [pk for pk, generation in overdue if not held.holds(Message(pk, generation))]
+    if held.identified_all:
+        return missing
+    # The waiting messages could not be read: they are the newest sent, so the lost ones are
+    # the oldest of the overdue; as many as the waiting count falls short.
+    return missing[: max(len(missing) - held.unidentified, 0)]

@@ -3,20 +3,47 @@ ledger.services; and the callback's task that does just that."""
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from celery import shared_task
+from django.conf import settings
 from django.db import transaction
 
 from config.metrics import gateway_verify_seconds, payments_settled, votes_credited, votes_reversed
 from ledger import services
 from ledger.models import Payment
 from paystack.client import gateway
-from paystack.errors import GatewayUnavailable, ReferenceNotFound
+from paystack.errors import GatewayUnavailable, RateLimited, ReferenceNotFound
 from paystack.types import Verification
 from tasks.retry import GatewayTask, VerdictPending
 
 logger = logging.getLogger(__name__)
+
+
+class VerifiedMomentsAgo(Exception):
+    """Another path asked the gateway about this payment less than VERIFY_COOLDOWN_SECONDS
+    ago: do not ask again; its answer settles the payment, or look again after the cooldown."""
+
+    def __init__(self, reference: str, seconds_left: float) -> None:
+        super().__init__(f"{reference} was verified moments ago")
+        self.seconds_left = seconds_left
+
+
+@contextmanager
+def verify_claim(reference: str) -> Iterator[None]:
+    """Hold the payment's verify claim for the calls in the block (ledger.services.
+    claim_verify); raises VerifiedMomentsAgo when another path holds it. A call that fails
+    with an outage gives the claim back: a retry after a gateway error may ask again."""
+    claim = services.claim_verify(reference=reference)
+    if not claim.won:
+        raise VerifiedMomentsAgo(reference, claim.seconds_left)
+    try:
+        yield
+    except GatewayUnavailable:
+        services.release_verify(reference=reference, claim=claim)
+        raise
+
 
 # Called with the outcome inside the transaction that applies it (a delivery marked processed
 # commits with its credit, or not at all).
@@ -40,7 +67,8 @@ def settle_verified(reference: str, *, record: Recorder | None = None) -> str | 
         return None
     if status not in services.AWAITING_SETTLEMENT:
         return _already_settled(record)
-    verification = ask_gateway(reference)
+    with verify_claim(reference):
+        verification = ask_gateway(reference)
     return _apply(
         lambda v: services.settle_payment(reference=reference, verification=v),
         verification,
@@ -63,12 +91,17 @@ def confirm_reversal(
         return None
     if status not in services.AWAITING_REVERSAL:
         return _already_settled(record)
-    verification = ask_gateway(reference)
-    refund_processed = verification.status != "reversed" and _refund_processed(verification)
+    with verify_claim(reference):
+        verification = ask_gateway(reference)
+        refund_processed = verification.status != "reversed" and _refund_processed(verification)
     confirmed = verification.status == "reversed" or refund_processed
     if not confirmed and must_confirm:
         count_outcome(services.Outcome.STILL_PENDING, None)
-        raise VerdictPending(f"the gateway does not confirm the reversal of {reference} yet")
+        # Not before the cooldown: asking sooner would only be refused.
+        raise VerdictPending(
+            f"the gateway does not confirm the reversal of {reference} yet",
+            retry_after=settings.VERIFY_COOLDOWN_SECONDS,
+        )
     return _apply(
         lambda v: services.reverse_payment(
             reference=reference, verification=v, refund_confirmed=refund_processed, reason=reason
@@ -84,7 +117,8 @@ def resolve_dispute_verified(
     """Verify a payment whose chargeback was resolved, then close the dispute on the verdict."""
     if status_of(reference) is None:
         return None
-    verification = ask_gateway(reference)
+    with verify_claim(reference):
+        verification = ask_gateway(reference)
     return _apply(
         lambda v: services.resolve_dispute(
             reference=reference, dispute_id=dispute_id, resolution=resolution, verification=v
@@ -148,14 +182,22 @@ def count_outcome(outcome: services.Outcome, payment: Payment | None) -> str:
 
 @shared_task(bind=True, base=GatewayTask, name="tally.verify_payment")
 def verify_payment(self: GatewayTask, reference: str) -> str | None:
-    """The callback's work: the same verify-and-settle as a charge.success delivery.
+    """The callback's work: the same verify-and-settle as a charge.success delivery, when no
+    other path verified the payment moments ago (then that answer stands, and the webhook or
+    reconciliation settles it).
 
-    Giving up leaves the payment open: reconciliation verifies it later.
+    A 429 is not retried: the payer's return is only a hint, and a rate-limited gateway must
+    not see a storm of retries from anyone able to reload a page. Another outage is retried;
+    giving up leaves the payment open for reconciliation.
     """
     try:
         outcome = settle_verified(reference)
+    except VerifiedMomentsAgo:
+        outcome = "verified_moments_ago"
     except ReferenceNotFound:
         outcome = "not_found"  # not paid yet; reconciliation looks again later
+    except RateLimited:
+        outcome = "rate_limited"
     except GatewayUnavailable as exc:
         outcome = self.retry_or_give_up(
             exc, give_up=lambda: "gave_up", context={"reference": reference}

@@ -24,6 +24,15 @@ def fresh_gateway_client():
     gateway.cache_clear()
 
 
+@pytest.fixture(autouse=True)
+def retries_due_at_once(monkeypatch, settings):
+    """Tasks applied eagerly retry at once, whatever countdown they ask for: a retry's message
+    must then be due at once too (not_before), or its claim is refused. And a payment may be
+    verified again at once. Tests of backoff and cooldown set their own."""
+    monkeypatch.setattr("tasks.retry.backoff_seconds", lambda retries, retry_after: 0.0)
+    settings.VERIFY_COOLDOWN_SECONDS = 0
+
+
 @pytest.fixture
 def broker():
     """The real Redis broker (database 15 in tests), emptied before and after the test."""
@@ -68,7 +77,7 @@ def enqueued() -> Iterator[list[int]]:
     sent: list[int] = []
     lock = threading.Lock()
 
-    def record(delivery_id: int) -> None:
+    def record(delivery_id: int, generation: int | None = None) -> None:
         with lock:
             sent.append(delivery_id)
 
@@ -81,8 +90,8 @@ def tasks_run_eagerly() -> Iterator[None]:
     """Enqueued process_delivery tasks run at once in the test's thread, as a worker would."""
     from tasks.deliveries import process_delivery
 
-    def run(delivery_id: int) -> None:
-        process_delivery.apply(args=(delivery_id,))
+    def run(delivery_id: int, generation: int | None = None) -> None:
+        process_delivery.apply(args=(delivery_id, generation))
 
     with patch("tasks.deliveries.process_delivery.delay", side_effect=run):
         yield

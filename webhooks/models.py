@@ -1,59 +1,141 @@
 """The delivery log: every distinct Paystack event, stored untrusted before we answer 200.
 
 Its lifecycle (docs/contract.md, delivery statuses) is written here and nowhere else, as
-methods of the queryset: claim, finish, requeue, mark unsent, queue again.
+methods of the queryset: claim, finish, requeue, mark unsent, queue again. Every time in it
+is the database's clock, the one that stamps the leases, so hosts' clocks never matter.
 """
 
-from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from django.db import models
+from django.db import connection, models
 from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 
+class Message(NamedTuple):
+    """What a process_delivery message carries: which delivery, and which of its messages.
+
+    Every enqueue (the webhook, the sweeper, a replay, a retry) bumps the delivery's
+    generation and sends it along; only a message of the current generation does any work.
+    """
+
+    delivery_id: int
+    generation: int
+
+
 class DeliveryQuerySet(models.QuerySet["Delivery"]):
-    def claim(self, delivery_id: int, *, lease_seconds: int) -> "Delivery | None":
+    def claim(
+        self, delivery_id: int, generation: int | None, *, lease_seconds: int, max_attempts: int
+    ) -> "Delivery | None":
         """Take the delivery for processing with one conditional UPDATE (a lease on the row).
 
-        Whoever's UPDATE matches wins; a duplicate or re-enqueued task for a delivery that is
-        claimed (lease not expired) or finished gets None and must not call the gateway.
+        The message must be the delivery's current one (`generation`; None is a message sent
+        before generations existed and matches any), the delivery `received` or `queued`, and
+        its not-before time (a retry's wait) past; or the lease of the worker that held it
+        must have run out, and taking over bumps the generation so that worker can no longer
+        finish it. Anything else matches nothing: the caller exits without a gateway call. The
+        claim past `max_attempts` ends the delivery `failed` instead of processing it.
         """
+        within_cap = "attempts < %(cap)s"
         # UPDATE … RETURNING: the claim and the read of what was claimed in one round trip.
         claimed = self.raw(
             f"""
-            UPDATE {Delivery._meta.db_table}
-            SET status = %s, attempts = attempts + 1, stale_after = %s
-            WHERE id = %s AND (
-                status IN (%s, %s) OR (status = %s AND stale_after < %s)
+            UPDATE {Delivery._meta.db_table} SET
+                generation = generation + CASE WHEN status = %(processing)s THEN 1 ELSE 0 END,
+                attempts = attempts + CASE WHEN {within_cap} THEN 1 ELSE 0 END,
+                status = CASE WHEN {within_cap} THEN %(processing)s ELSE %(failed)s END,
+                outcome = CASE WHEN {within_cap} THEN outcome ELSE %(capped)s END,
+                processed_at = CASE WHEN {within_cap} THEN NULL ELSE statement_timestamp() END,
+                stale_after = statement_timestamp() + make_interval(secs => %(lease)s)
+            WHERE id = %(id)s AND (
+                (status IN (%(received)s, %(queued)s)
+                 AND not_before <= statement_timestamp()
+                 AND (%(generation)s::integer IS NULL OR generation = %(generation)s))
+                OR (status = %(processing)s AND stale_after < statement_timestamp())
             )
-            RETURNING id, event, reference, attempts
+            RETURNING id, event, reference, attempts, generation, status, last_error
             """,
-            [
-                Delivery.Status.PROCESSING,
-                timezone.now() + timedelta(seconds=lease_seconds),
-                delivery_id,
-                Delivery.Status.RECEIVED,
-                Delivery.Status.QUEUED,
-                Delivery.Status.PROCESSING,
-                timezone.now(),
-            ],
+            {
+                "id": delivery_id,
+                "generation": generation,
+                "cap": max_attempts,
+                "lease": lease_seconds,
+                "processing": Delivery.Status.PROCESSING,
+                "received": Delivery.Status.RECEIVED,
+                "queued": Delivery.Status.QUEUED,
+                "failed": Delivery.Status.FAILED,
+                "capped": f"gave up after {max_attempts} attempts",
+            },
         )
         return next(iter(claimed), None)
 
-    def finish(self, delivery_id: int, *, status: str, outcome: str = "", error: str = "") -> None:
-        """Record how processing ended: processed, ignored or failed."""
-        self.filter(pk=delivery_id).update(
-            status=status, outcome=outcome, last_error=error, processed_at=timezone.now()
+    def finish(self, held: Message, *, status: str, outcome: str = "", error: str = "") -> bool:
+        """Record how processing ended (processed, ignored or failed); only the lease holder
+        can. False when the lease was lost (another worker took the delivery over)."""
+        return bool(
+            self.filter(
+                pk=held.delivery_id, status=Delivery.Status.PROCESSING, generation=held.generation
+            ).update(status=status, outcome=outcome, last_error=error, processed_at=Now())
         )
 
-    def requeue(self, delivery_id: int, *, error: str, not_before_seconds: float) -> None:
-        """Give the lease back while a retry waits; the sweeper leaves it alone until then."""
-        self.filter(pk=delivery_id).update(
-            status=Delivery.Status.QUEUED,
-            last_error=error,
-            stale_after=timezone.now() + timedelta(seconds=not_before_seconds),
+    def requeue(
+        self, held: Message, *, delay_seconds: float, lease_seconds: int, error: str | None
+    ) -> Message | None:
+        """Give the lease back for a new message due in `delay_seconds` (a retry's wait, or a
+        verify cooldown), bumping the generation so that no older message can claim it
+        meanwhile; the sweeper leaves it alone until the new one is overdue. Only the lease
+        holder can; `error` is recorded (None keeps the last one). The new message, or None."""
+        requeued = _returning(
+            f"""
+            UPDATE {Delivery._meta.db_table} SET
+                status = %s, generation = generation + 1,
+                last_error = COALESCE(%s, last_error),
+                not_before = statement_timestamp() + make_interval(secs => %s),
+                stale_after = statement_timestamp() + make_interval(secs => %s)
+            WHERE id = %s AND status = %s AND generation = %s
+            RETURNING id, generation
+            """,
+            [
+                Delivery.Status.QUEUED,
+                error,
+                delay_seconds,
+                delay_seconds + lease_seconds,
+                held.delivery_id,
+                Delivery.Status.PROCESSING,
+                held.generation,
+            ],
         )
+        return requeued[0] if requeued else None
+
+    def queue_again(self, delivery_ids: list[int], *, lease_seconds: int) -> list[Message]:
+        """Back to `queued`, due now, under a new generation, as a new message is about to be
+        sent (sweeper, replay): any older message left in the broker becomes a no-op.
+
+        `attempts` and `last_error` stay as history.
+        """
+        if not delivery_ids:
+            return []
+        return _returning(
+            f"""
+            UPDATE {Delivery._meta.db_table} SET
+                status = %s, generation = generation + 1, processed_at = NULL,
+                not_before = statement_timestamp(),
+                stale_after = statement_timestamp() + make_interval(secs => %s)
+            WHERE id = ANY(%s)
+            RETURNING id, generation
+            """,
+            [Delivery.Status.QUEUED, lease_seconds, delivery_ids],
+        )
+
+    def mark_unsent(self, messages: list[Message]) -> None:
+        """The broker did not take these: back to `received`, for the sweeper to send."""
+        for message in messages:
+            self.filter(
+                pk=message.delivery_id,
+                generation=message.generation,
+                status=Delivery.Status.QUEUED,
+            ).update(status=Delivery.Status.RECEIVED)
 
     def data_of(self, delivery_id: int) -> dict[str, Any]:
         """The event's `data` object as stored (the claim does not read the body)."""
@@ -61,22 +143,18 @@ class DeliveryQuerySet(models.QuerySet["Delivery"]):
         data = payload.get("data") if isinstance(payload, dict) else None
         return data if isinstance(data, dict) else {}
 
-    def mark_unsent(self, delivery_ids: list[int]) -> None:
-        """The broker did not take these: back to `received`, for the sweeper to send."""
-        self.filter(pk__in=delivery_ids, status=Delivery.Status.QUEUED).update(
-            status=Delivery.Status.RECEIVED
-        )
+    def lost_candidates(self) -> "models.QuerySet[Delivery]":
+        """Queued deliveries whose message is overdue (the sweeper asks the broker about
+        them), oldest first. A retry waiting out its delay is not overdue."""
+        return self.filter(
+            status=Delivery.Status.QUEUED, stale_after__lt=Now(), not_before__lte=Now()
+        ).order_by("stale_after", "pk")
 
-    def queue_again(self, delivery_ids: list[int], *, lease_seconds: int) -> None:
-        """Back to `queued` with a fresh `stale_after`, as a new message is about to be sent.
 
-        `attempts` and `last_error` stay as history.
-        """
-        self.filter(pk__in=delivery_ids).update(
-            status=Delivery.Status.QUEUED,
-            stale_after=timezone.now() + timedelta(seconds=lease_seconds),
-            processed_at=None,
-        )
+def _returning(sql: str, params: list[Any]) -> list[Message]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [Message(delivery_id, generation) for delivery_id, generation in cursor.fetchall()]
 
 
 class Delivery(models.Model):
@@ -100,6 +178,12 @@ class Delivery(models.Model):
     payload = models.JSONField()
     source_ip = models.GenericIPAddressField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status, default=Status.QUEUED)
+    generation = models.IntegerField(
+        default=1, help_text="Bumped by every enqueue; only a message of this one does work."
+    )
+    not_before = models.DateTimeField(
+        default=timezone.now, help_text="No message claims the delivery before this (a retry)."
+    )
     attempts = models.IntegerField(default=0)
     outcome = models.CharField(max_length=200, blank=True, help_text="What processing did.")
     last_error = models.TextField(blank=True)
@@ -109,7 +193,7 @@ class Delivery(models.Model):
     last_delivered_at = models.DateTimeField(default=timezone.now)
     stale_after = models.DateTimeField(
         default=timezone.now,
-        help_text="Unfinished after this, the sweeper treats the delivery as lost and requeues it.",
+        help_text="Unfinished after this, the sweeper asks whether its message was lost.",
     )
 
     objects = DeliveryQuerySet.as_manager()

@@ -8,21 +8,22 @@ from django.utils import timezone
 
 from tasks.deliveries import enqueue_deliveries, queue_again
 from webhooks.events import ParsedEvent
-from webhooks.models import Delivery
+from webhooks.models import Delivery, Message
 
 # One statement stores a new event or counts a repeat; xmax = 0 only on a freshly inserted row.
 _UPSERT = f"""
 INSERT INTO {Delivery._meta.db_table} (
     dedup_key, event, reference, gateway_id, raw_body, payload, source_ip, status,
-    attempts, outcome, last_error, received_at, delivery_count, last_delivered_at, stale_after
+    generation, attempts, outcome, last_error, received_at, delivery_count, last_delivered_at,
+    not_before, stale_after
 ) VALUES (
     %s, %s, %s, %s, %s, %s::jsonb, %s, %s,
-    0, '', '', now(), 1, now(), now() + make_interval(secs => %s)
+    1, 0, '', '', now(), 1, now(), now(), now() + make_interval(secs => %s)
 )
 ON CONFLICT (dedup_key) DO UPDATE SET
     delivery_count = {Delivery._meta.db_table}.delivery_count + 1,
     last_delivered_at = EXCLUDED.last_delivered_at
-RETURNING id, (xmax = 0) AS inserted
+RETURNING id, generation, (xmax = 0) AS inserted
 """
 
 
@@ -49,9 +50,10 @@ def record_delivery(*, parsed: ParsedEvent, source_ip: str | None) -> Recorded:
                 settings.STUCK_AFTER_SECONDS,
             ],
         )
-        delivery_id, inserted = cursor.fetchone()
+        delivery_id, generation, inserted = cursor.fetchone()
     if inserted:
-        transaction.on_commit(lambda: enqueue_deliveries([delivery_id]))
+        message = Message(delivery_id, generation)
+        transaction.on_commit(lambda: enqueue_deliveries([message], by="webhook"))
     return Recorded(delivery_id=delivery_id, is_new=inserted)
 
 
@@ -104,7 +106,7 @@ def replay_deliveries(*, delivery_ids: list[int]) -> ReplayResult:
             if status == Delivery.Status.PROCESSING and lease_ends >= now
         }
         replayed = [pk for pk, _, _ in rows if pk not in skipped]
-        sent = queue_again(replayed)
+        sent = queue_again(replayed, by="replay")
     status_of = {pk: status for pk, status, _ in rows}
     return ReplayResult(
         replayed_ids=tuple(replayed),

@@ -81,7 +81,7 @@ def stack(tmp_path, transactional_db, broker):
         **os.environ,
         "DATABASE_URL": f"postgres://{database['USER'] or 'postgres'}@{database['HOST']}:"
         f"{database['PORT']}/{database['NAME']}",
-        "STUCK_AFTER_SECONDS": "4",
+        "STUCK_AFTER_SECONDS": "8",
         "PAYSTACK_TIMEOUT": "2",
         "PYTHONUNBUFFERED": "1",
     }

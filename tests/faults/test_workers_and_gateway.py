@@ -31,7 +31,7 @@ def test_work_of_a_sigkilled_worker_is_finished_by_another(any_broker, stack, sa
 
     stack.worker("survivor", concurrency=2)
     stack.beat()
-    wait_until(all_credited(payments), timeout=4 + 30)  # STUCK_AFTER_SECONDS + 30 s
+    wait_until(all_credited(payments), timeout=8 + 30)  # STUCK_AFTER_SECONDS + 30 s
 
     assert time.monotonic() - killed_at < 4 + 30 + 15
     assert_exactly_once(payments)

@@ -24,7 +24,10 @@ def created_ago(payment: Payment, age: timedelta) -> Payment:
 
 
 @pytest.mark.django_db
-def test_reconcile_dry_run_lists_what_it_would_verify_and_changes_nothing(paystack, capsys):
+def test_reconcile_dry_run_lists_what_it_would_verify_and_changes_nothing(
+    paystack, capsys, settings
+):
+    settings.VERIFY_COOLDOWN_SECONDS = 30
     pending = PaymentFactory(amount=15000)
     PaymentFactory(status=Payment.Status.FAILED)
     just_verified = PaymentFactory(verified_at=timezone.now() - timedelta(seconds=10))
@@ -36,8 +39,8 @@ def test_reconcile_dry_run_lists_what_it_would_verify_and_changes_nothing(paysta
     assert "  15000 NGN" in out
     assert f"{just_verified.reference}  " in out and "(skip: verified at" in out
     assert (
-        "reconcile --dry-run: would check 1 pending payment(s); 1 verified in the last minute "
-        "would be skipped; nothing was verified or changed"
+        "reconcile --dry-run: would check 1 pending payment(s); 1 verified moments ago would "
+        "be skipped; nothing was verified or changed"
     ) in out
     assert len(paystack.calls) == 0
     assert Payment.objects.get(pk=pending.pk).verified_at is None

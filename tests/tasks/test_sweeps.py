@@ -1,4 +1,5 @@
-"""The sweeper against the real Redis broker: what it requeues, and what it leaves alone."""
+"""The sweeper against the real Redis broker: it sends again exactly the messages that were
+never sent or were lost, and leaves every message the broker holds alone."""
 
 import base64
 import json
@@ -7,6 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from tasks.deliveries import process_delivery
 from tasks.sweeps import sweep_stuck_deliveries
 from tests.factories import DeliveryFactory
 from tests.helpers import run_concurrently
@@ -17,50 +19,92 @@ pytestmark = pytest.mark.django_db(transaction=True)
 LONG_AGO = timedelta(minutes=10)
 
 
-def queued_ids(broker) -> list[int]:
-    """The delivery ids of the process_delivery messages waiting in the broker."""
-    messages = [json.loads(raw) for raw in broker.lrange("celery", 0, -1)]
-    # A Celery message body is base64 of [args, kwargs, embed]; args is (delivery_id,).
-    return sorted(json.loads(base64.b64decode(m["body"]))[0][0] for m in messages)
+def messages_in(broker) -> list[tuple[int, int]]:
+    """(delivery id, generation) of every process_delivery message waiting in the broker."""
+    bodies = [json.loads(raw)["body"] for raw in broker.lrange("celery", 0, -1)]
+    # A Celery message body is base64 of [args, kwargs, embed]; args is (delivery_id, gen).
+    return sorted(tuple(json.loads(base64.b64decode(body))[0]) for body in bodies)
 
 
-def test_received_deliveries_are_enqueued_once_the_broker_is_back(broker):
+def overdue(**fields) -> Delivery:
+    """A queued delivery whose message should have been taken long ago."""
+    return DeliveryFactory(stale_after=timezone.now() - LONG_AGO, **fields)
+
+
+def sent_now(delivery: Delivery) -> None:
+    """Its current message, waiting in the broker."""
+    process_delivery.delay(delivery.pk, delivery.generation)
+
+
+def test_received_deliveries_are_sent_once_the_broker_is_back(broker):
     delivery = DeliveryFactory(status="received")
 
     summary = sweep_stuck_deliveries()
 
     assert summary["received"] == 1
-    assert queued_ids(broker) == [delivery.pk]
+    assert messages_in(broker) == [(delivery.pk, 2)]
     delivery.refresh_from_db()
-    assert delivery.status == "queued"
+    assert (delivery.status, delivery.generation) == ("queued", 2)
     assert delivery.stale_after > timezone.now()
 
 
-def test_a_processing_delivery_whose_lease_expired_is_requeued(broker):
+def test_a_processing_delivery_whose_lease_expired_is_sent_again(broker):
     dead = DeliveryFactory(status="processing", stale_after=timezone.now() - LONG_AGO)
     alive = DeliveryFactory(status="processing", stale_after=timezone.now() + LONG_AGO)
 
     sweep_stuck_deliveries()
 
-    assert queued_ids(broker) == [dead.pk]
+    assert messages_in(broker) == [(dead.pk, 2)]
     assert Delivery.objects.get(pk=alive.pk).status == "processing"
 
 
-def test_stale_queued_deliveries_are_requeued_only_when_the_broker_lost_messages(broker):
-    stale = [DeliveryFactory(stale_after=timezone.now() - LONG_AGO) for _ in range(3)]
-    for _ in range(3):  # a backlog: as many messages waiting as stale deliveries
-        broker.rpush("celery", b"{}")
+def test_only_the_lost_message_of_a_backlog_is_sent_again(broker):
+    backlog = [overdue() for _ in range(5)]
+    for delivery in backlog:
+        sent_now(delivery)
+    broker.lrem("celery", 1, broker.lrange("celery", 0, -1)[2])  # one from the middle
+    remaining = messages_in(broker)
+    lost = next(d for d in backlog if (d.pk, d.generation) not in remaining)
 
-    backlog = sweep_stuck_deliveries()
+    summary = sweep_stuck_deliveries()
 
-    assert backlog["requeued_queued"] == 0
-    assert broker.llen("celery") == 3
+    assert (summary["overdue_queued"], summary["lost_queued"]) == (5, 1)
+    assert len(messages_in(broker)) == 5  # 4 left alone + 1 sent again
+    assert (lost.pk, 2) in messages_in(broker)
+    again = sweep_stuck_deliveries()
+    assert again["lost_queued"] == 0  # the broker holds every current message now
 
-    broker.delete("celery")  # the broker lost them (e.g. Redis restarted without persistence)
-    lost = sweep_stuck_deliveries()
 
-    assert lost["requeued_queued"] == 3
-    assert queued_ids(broker) == sorted(d.pk for d in stale)
+def test_a_message_a_worker_holds_unacknowledged_is_not_lost(broker):
+    delivery = overdue()
+    sent_now(delivery)
+    # A worker took it (prefetched, or an ETA retry waiting): Redis keeps it in `unacked`.
+    raw = broker.rpop("celery")
+    broker.hset("unacked", "tag-1", json.dumps([json.loads(raw), "celery", "celery"]))
+
+    summary = sweep_stuck_deliveries()
+
+    assert summary["lost_queued"] == 0
+    assert messages_in(broker) == []
+
+
+def test_a_message_of_an_older_generation_does_not_count(broker):
+    delivery = overdue(generation=3)
+    process_delivery.delay(delivery.pk, 2)  # a late copy from before a retry or a replay
+
+    summary = sweep_stuck_deliveries()
+
+    assert summary["lost_queued"] == 1
+    assert (delivery.pk, 4) in messages_in(broker)
+
+
+def test_a_retry_waiting_out_its_delay_is_not_overdue(broker):
+    DeliveryFactory(
+        stale_after=timezone.now() - LONG_AGO, not_before=timezone.now() + timedelta(minutes=5)
+    )
+
+    assert sweep_stuck_deliveries()["lost_queued"] == 0
+    assert broker.llen("celery") == 0
 
 
 def test_fresh_and_finished_deliveries_are_left_alone(broker):
@@ -73,16 +117,16 @@ def test_fresh_and_finished_deliveries_are_left_alone(broker):
     assert summary == {
         "received": 0,
         "expired_leases": 0,
-        "stale_queued": 0,
-        "requeued_queued": 0,
-        "broker_waiting": 0,
+        "overdue_queued": 0,
+        "lost_queued": 0,
+        "broker_unidentified": 0,
     }
     assert broker.llen("celery") == 0
 
 
-def test_two_sweepers_at_once_enqueue_each_delivery_once(broker):
+def test_two_sweepers_at_once_send_each_delivery_once(broker):
     received = [DeliveryFactory(status="received") for _ in range(40)]
 
     run_concurrently(sweep_stuck_deliveries, times=2)
 
-    assert queued_ids(broker) == sorted(d.pk for d in received)
+    assert messages_in(broker) == sorted((d.pk, 2) for d in received)

@@ -407,7 +407,7 @@ def test_broker_refusing_the_task_still_answers_200_and_leaves_the_delivery_rece
 
     assert response.status_code == 200
     delivery = Delivery.objects.get()
-    delay.assert_called_once_with(delivery.pk)
+    delay.assert_called_once_with(delivery.pk, 1)
     assert delivery.status == Delivery.Status.RECEIVED
 
 
@@ -424,9 +424,11 @@ def unreachable_broker() -> Iterator[None]:
         closed_port = probe.getsockname()[1]
     connection = celery_app.connection_for_write(f"redis://127.0.0.1:{closed_port}/15")
 
-    def publish(delivery_id: int) -> object:
+    def publish(delivery_id: int, generation: int) -> object:
         # Celery hands `connection` on to send_task; the stubs list no such option.
-        return process_delivery.apply_async((delivery_id,), connection=connection)  # type: ignore[call-arg]
+        return process_delivery.apply_async(  # type: ignore[call-arg]
+            (delivery_id, generation), connection=connection
+        )
 
     try:
         with patch("tasks.deliveries.process_delivery.delay", side_effect=publish):
@@ -446,13 +448,16 @@ def test_a_really_unreachable_broker_answers_200_and_the_sweeper_enqueues_later(
     assert delivery.status == Delivery.Status.RECEIVED
 
     # The broker is back: the next sweep hands the stored delivery over.
-    sent: list[int] = []
+    sent: list[tuple[int, int]] = []
     with (
-        patch("tasks.deliveries.process_delivery.delay", side_effect=sent.append),
+        patch(
+            "tasks.deliveries.process_delivery.delay",
+            side_effect=lambda *message: sent.append(message),
+        ),
         django_capture_on_commit_callbacks(execute=True),
     ):
         sweep_stuck_deliveries()
-    assert sent == [delivery.pk]
+    assert sent == [(delivery.pk, 2)]  # a new generation: any older message is void
     assert Delivery.objects.get().status == Delivery.Status.QUEUED
 
 

@@ -13,7 +13,7 @@ from django.utils import timezone
 from config.durations import since_option
 from ledger.models import Payment
 from ledger.selectors import payments_to_reconcile
-from ledger.services import recently_verified_since
+from ledger.services import verified_within_cooldown
 from tasks.reconcile import ReconcileReport, reconcile_payments
 from tasks.reports import ranked_outcomes
 
@@ -53,22 +53,19 @@ class Command(BaseCommand):
             on_progress=partial(self._progress, total=pending),
         )
         summary = f"reconcile: {report.checked} checked{ranked_outcomes(report.outcomes)}"
-        skipped = pending - report.checked
-        if skipped > 0:
-            # Claimed by another run (verified in the last minute), or settled meanwhile.
-            summary += f"; {skipped} skipped: verified moments ago or settled meanwhile"
+        if report.skipped:
+            summary += f"; {report.skipped} skipped: verified moments ago by another path"
         self.stdout.write(summary)
 
     def _dry_run(self, *, now: datetime, created_after: datetime | None, window: str) -> None:
         """List what a real run would verify, with the same window and the same skip rule."""
-        recently = recently_verified_since(now)
         would_check = skipped = 0
         payments = payments_to_reconcile(created_before=now, created_after=created_after).only(
             "reference", "created_at", "amount", "currency", "verified_at"
         )
         for payment in payments.iterator():
             line = _listing(payment)
-            if payment.verified_at is not None and payment.verified_at >= recently:
+            if payment.verified_at is not None and verified_within_cooldown(payment, now=now):
                 skipped += 1
                 line += f"  (skip: verified at {_when(payment.verified_at)})"
             else:
@@ -76,7 +73,7 @@ class Command(BaseCommand):
             self.stdout.write(line)
         summary = f"reconcile --dry-run: would check {would_check} pending payment(s){window}"
         if skipped:
-            summary += f"; {skipped} verified in the last minute would be skipped"
+            summary += f"; {skipped} verified moments ago would be skipped"
         self.stdout.write(summary + "; nothing was verified or changed")
 
     def _progress(self, report: ReconcileReport, *, total: int) -> None:

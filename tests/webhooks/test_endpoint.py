@@ -259,6 +259,35 @@ def test_a_spoofed_left_most_forwarded_entry_does_not_get_through(signed_post, s
     assert_nothing_stored()
 
 
+@pytest.mark.parametrize("forwarded", [PAYSTACK_IP, "", f"{PAYSTACK_IP}, , "])
+def test_a_forwarded_chain_shorter_than_the_proxy_hops_fails_closed(
+    signed_post, settings, forwarded
+):
+    """Two trusted proxies but fewer than two entries: the request skipped one of them, and
+    the only entry left was written by the client. It must not be taken as the address."""
+    settings.PAYSTACK_WEBHOOK_IPS = [PAYSTACK_IP]
+    settings.PROXY_HOPS = 2
+
+    response = signed_post(a_charge(), REMOTE_ADDR=PROXY_IP, HTTP_X_FORWARDED_FOR=forwarded)
+
+    assert response.status_code == 403
+    assert_nothing_stored()
+
+
+def test_behind_two_proxies_the_entry_the_outer_one_wrote_is_the_client(signed_post, settings):
+    settings.PAYSTACK_WEBHOOK_IPS = [PAYSTACK_IP]
+    settings.PROXY_HOPS = 2
+
+    response = signed_post(
+        a_charge(),
+        REMOTE_ADDR=PROXY_IP,
+        HTTP_X_FORWARDED_FOR=f"{ELSEWHERE_IP}, {PAYSTACK_IP}, 10.0.0.1",
+    )
+
+    assert response.status_code == 200
+    assert Delivery.objects.get().source_ip == PAYSTACK_IP
+
+
 def test_without_trusted_proxies_x_forwarded_for_is_ignored(signed_post, settings):
     settings.PAYSTACK_WEBHOOK_IPS = [PAYSTACK_IP]
 

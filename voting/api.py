@@ -26,6 +26,7 @@ from ledger.selectors import (
     payment_with_contestant,
 )
 from ledger.services import VotingClosed
+from paystack.types import is_reference
 from voting.checkout import CheckoutUnavailable, UnknownContestant, start_checkout
 
 MAX_VOTES = 1000
@@ -97,7 +98,8 @@ def api_create_payment(request: HttpRequest) -> JsonResponse:
 @require_GET
 def api_payment(request: HttpRequest, reference: str) -> JsonResponse:
     """One payment's state; the status page polls this until the worker settles it."""
-    payment = payment_with_contestant(reference=reference)
+    # Outside Paystack's alphabet it cannot be ours; a NUL byte would fail the query (a 500).
+    payment = payment_with_contestant(reference=reference) if is_reference(reference) else None
     if payment is None:
         return _error(404, "unknown reference")
     return JsonResponse(

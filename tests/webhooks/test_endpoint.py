@@ -359,6 +359,13 @@ def test_the_address_is_checked_before_the_signature(client, settings):
         pytest.param(b'{"event": "charge.success", "data": [1]}', id="data a list"),
         pytest.param(b'{"event": "charge.success"}', id="missing data"),
         pytest.param(b'{"event": "charge.success", "data": {"a": NaN}}', id="NaN"),
+        pytest.param(b'{"event": "charge.success", "data": {"a": Infinity}}', id="Infinity"),
+        pytest.param(b'{"event": "charge.success", "data": {"a": -Infinity}}', id="-Infinity"),
+        pytest.param(b'{"event": "charge.success", "data": {"amount": 1e999999}}', id="1e999999"),
+        pytest.param(b'{"event": "charge.success", "data": {"a": [-1E+400]}}', id="-1E+400"),
+        pytest.param(
+            b'{"event": "charge.success", "data": {"a": 1' + b"0" * 5000 + b"}}", id="5000 digits"
+        ),
         pytest.param(b'{"event": "charge.success", "data": {"a": "\\u0000"}}', id="NUL"),
         pytest.param(b'{"event": "charge.success", "data": {"a": "\\ud800"}}', id="lone surrogate"),
     ],

@@ -63,6 +63,11 @@ class DeliveryAdmin(admin.ModelAdmin):
         # The log is evidence: no field is ever edited here. Replay is its own permission.
         return False
 
+    def has_delete_permission(self, request: HttpRequest, obj: Delivery | None = None) -> bool:
+        # Append-only, superusers included: a deleted delivery is lost evidence of what
+        # Paystack sent. This also removes the bulk "Delete selected" action.
+        return False
+
     def has_replay_permission(self, request: HttpRequest, obj: Delivery | None = None) -> bool:
         """Replay changes a delivery's status, so it needs the model's change permission."""
         return request.user.has_perm(REPLAY_PERMISSION)

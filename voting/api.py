@@ -18,7 +18,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from ledger.models import Payment
+from ledger.models import MAX_VOTES_PER_PAYMENT, Payment
 from ledger.selectors import (
     contestants_of,
     latest_dispute,
@@ -29,7 +29,7 @@ from ledger.services import VotingClosed
 from paystack.types import is_reference
 from voting.checkout import CheckoutUnavailable, UnknownContestant, start_checkout
 
-MAX_VOTES = 1000
+MAX_VOTES = MAX_VOTES_PER_PAYMENT
 # Longer addresses would not fit Payment.email: refuse them as input, not as a 500. An
 # EmailField always has a max_length, though a plain field's may be None.
 MAX_EMAIL_LENGTH = cast(int, Payment._meta.get_field("email").max_length)

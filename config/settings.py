@@ -1,6 +1,7 @@
 """The only settings module: every value comes from the environment (docs/configuration.md)."""
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -49,6 +50,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "voting.context_processors.sandbox",
             ],
         },
     },
@@ -80,6 +82,15 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 PAYSTACK_SECRET_KEY = env_required("PAYSTACK_SECRET_KEY", unless_debug=DEBUG)
 PAYSTACK_SECRET_KEY_PREVIOUS = env_str("PAYSTACK_SECRET_KEY_PREVIOUS")
 PAYSTACK_BASE_URL = env_str("PAYSTACK_BASE_URL", "https://api.paystack.co").rstrip("/")
+# 1 = the gateway is the sandbox (or another stand-in): its payments are not real money, and
+# every page says so. Guarantee 8: with DEBUG=0 no gateway but Paystack over https is used
+# unless this says otherwise, so a sandbox left in the configuration cannot mark a payment paid.
+TALLY_SANDBOX = env_bool("TALLY_SANDBOX", False)
+if not DEBUG and not TALLY_SANDBOX and urlsplit(PAYSTACK_BASE_URL).scheme != "https":
+    raise ImproperlyConfigured(
+        f"PAYSTACK_BASE_URL must be https with DEBUG=0, not {PAYSTACK_BASE_URL!r}; "
+        "set TALLY_SANDBOX=1 if this gateway is the sandbox (its payments are not real)"
+    )
 PAYSTACK_TIMEOUT = env_int("PAYSTACK_TIMEOUT", 10, minimum=1)
 PAYSTACK_WEBHOOK_IPS = env_list("PAYSTACK_WEBHOOK_IPS")
 PROXY_HOPS = env_int("PROXY_HOPS", 0)

@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_int, env_list, env_required, env_str
+from config.env import env_bool, env_int, env_list, env_rate, env_required, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -25,6 +25,7 @@ INSTALLED_APPS = [
     "webhooks",
     "tasks",
     "voting",
+    "django_ratelimit",
 ]
 
 MIDDLEWARE = [
@@ -152,6 +153,28 @@ CELERY_BEAT_SCHEDULE = {
     "reconcile-pending-payments": {"task": "tally.reconcile_pending_payments", "schedule": 300.0},
     "audit-gateway": {"task": "tally.audit_gateway", "schedule": 86400.0},
 }
+
+# --- The shared cache: rate limits and the live metric gauges ---------------------------
+# Redis at REDIS_URL, so every web process on every host counts against the same limit.
+# Short timeouts: a Redis outage must not hold a request for long (the rate limit then lets
+# requests through, see voting/limits.py). Everything tally keeps here starts with "tally:".
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "tally",
+        "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+    }
+}
+# Per client address (config/clients.py), on POST /api/payments/ and on the callback, each.
+RATE_LIMIT_PAYMENTS = env_rate("RATE_LIMIT_PAYMENTS", "20/m")
+RATELIMIT_USE_CACHE = "default"
+RATELIMIT_FAIL_OPEN = True  # as for a Redis error (voting/limits.py): let the request through
+SILENCED_SYSTEM_CHECKS = [
+    # django-ratelimit lists the cache backends it knows; Django's own RedisCache, newer than
+    # that list, increments atomically (INCR) like the ones it names.
+    "django_ratelimit.W001",
+]
 
 # --- Logging ---------------------------------------------------------------------------
 LOG_FORMAT = env_str("LOG_FORMAT", "json")

@@ -24,6 +24,24 @@ def fresh_gateway_client():
     gateway.cache_clear()
 
 
+@pytest.fixture(autouse=True)
+def shared_cache_emptied() -> Iterator[None]:
+    """Rate-limit counts and cached gauges start from nothing in every test.
+
+    Only tally's keys ("tally:…"): the cache shares its Redis database with the broker, and
+    cache.clear() would flush the broker's queues too.
+    """
+    from django.conf import settings
+
+    client = redis.Redis.from_url(str(settings.CACHES["default"]["LOCATION"]))
+    try:
+        for key in client.scan_iter(match="tally:*", count=1000):
+            client.delete(key)
+        yield
+    finally:
+        client.close()
+
+
 @pytest.fixture
 def broker():
     """The real Redis broker (database 15 in tests), emptied before and after the test."""

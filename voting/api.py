@@ -28,6 +28,7 @@ from ledger.selectors import (
 from ledger.services import VotingClosed
 from paystack.types import is_reference
 from voting.checkout import CheckoutUnavailable, UnknownContestant, start_checkout
+from voting.limits import seconds_to_wait
 
 MAX_VOTES = MAX_VOTES_PER_PAYMENT
 # Longer addresses would not fit Payment.email: refuse them as input, not as a 500. An
@@ -62,6 +63,9 @@ def api_contestants(request: HttpRequest) -> JsonResponse:
 @require_POST
 def api_create_payment(request: HttpRequest) -> JsonResponse:
     """Start buying votes: a pending payment and the Paystack checkout URL to send the payer to."""
+    wait = seconds_to_wait(request, group="api-payments")
+    if wait is not None:
+        return _too_many_requests(wait)
     try:
         order = parse_order(request.body)
         checkout = start_checkout(
@@ -171,3 +175,9 @@ def _is_email(value: str) -> bool:
 
 def _error(status: int, message: str) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
+
+
+def _too_many_requests(wait: int) -> JsonResponse:
+    response = _error(429, f"too many requests from your address; try again in {wait} s")
+    response["Retry-After"] = str(wait)
+    return response

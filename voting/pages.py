@@ -21,6 +21,7 @@ from ledger.services import AWAITING_SETTLEMENT
 from paystack.types import is_reference
 from tasks.verification import verify_payment
 from voting.api import MAX_VOTES
+from voting.limits import seconds_to_wait
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,11 @@ def payment_callback(request: HttpRequest) -> HttpResponse:
     """Paystack sends the payer back here. The visit proves nothing (anyone can type the
     URL): it only asks a worker to verify now rather than at the next reconcile, then shows
     the status page. No gateway call and no credit happen in this request."""
+    wait = seconds_to_wait(request, group="payment-callback")
+    if wait is not None:
+        response = render(request, "voting/too_many_requests.html", {"wait": wait}, status=429)
+        response["Retry-After"] = str(wait)
+        return response
     reference = request.GET.get("reference") or request.GET.get("trxref") or ""
     payment = _payment(reference)
     if payment is None:

@@ -65,3 +65,12 @@ def test_paystack_over_https_and_a_debug_sandbox_need_no_flag():
     assert _load_settings(**PRODUCTION).returncode == 0
     assert _load_settings(**PRODUCTION, PAYSTACK_BASE_URL="https://api.paystack.co").returncode == 0
     assert _load_settings(DEBUG="1", PAYSTACK_BASE_URL="http://127.0.0.1:8001").returncode == 0
+
+
+def test_a_rate_limit_that_is_not_a_rate_is_named():
+    wrong = _load_settings(DEBUG="1", RATE_LIMIT_PAYMENTS="lots")
+    right = _load_settings(DEBUG="1", RATE_LIMIT_PAYMENTS="5/s")
+
+    assert wrong.returncode != 0
+    assert "RATE_LIMIT_PAYMENTS must be a count per s, m, h or d such as 20/m" in wrong.stderr
+    assert right.returncode == 0, right.stderr

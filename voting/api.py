@@ -57,8 +57,10 @@ def api_contestants(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"contestants": list(rows)})
 
 
-# The page's own script posts JSON here; a cross-site post can only create a pending payment
-# for an email the poster typed (no money moves, no session is used), so CSRF is exempt.
+# The page's own script posts JSON here, and no session is used, so CSRF is exempt. A
+# cross-site page cannot send application/json without the browser asking us first (a CORS
+# preflight, which we never grant); a <form enctype=text/plain> can send a body that parses
+# as JSON, so any other content type is refused with 415 before the body is read.
 @csrf_exempt
 @require_POST
 def api_create_payment(request: HttpRequest) -> JsonResponse:
@@ -66,6 +68,8 @@ def api_create_payment(request: HttpRequest) -> JsonResponse:
     wait = seconds_to_wait(request, group="api-payments")
     if wait is not None:
         return _too_many_requests(wait)
+    if (request.content_type or "").lower() != "application/json":
+        return _error(415, "Content-Type must be application/json")
     try:
         order = parse_order(request.body)
         checkout = start_checkout(

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, TypedDict, cast
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import OuterRef, Q, Subquery, Sum
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Lower
 
 if TYPE_CHECKING:
     from django_stubs_ext import WithAnnotations
@@ -171,6 +171,10 @@ class Payment(models.Model):
                 fields=["refund_recorded_at"],
                 condition=Q(refund_recorded_at__isnull=False),
                 name="payment_refund_recorded",
+            ),
+            # Open payments per email, counted before each checkout (voting/checkout.py).
+            models.Index(
+                Lower("email"), condition=Q(status="pending"), name="payment_pending_email"
             ),
         ]
         constraints = [

@@ -27,7 +27,13 @@ from ledger.selectors import (
 )
 from ledger.services import VotingClosed
 from paystack.types import is_reference
-from voting.checkout import CheckoutUnavailable, UnknownContestant, start_checkout
+from voting.checkout import (
+    OPEN_PAYMENTS_RETRY_AFTER_SECONDS,
+    CheckoutUnavailable,
+    TooManyOpenPayments,
+    UnknownContestant,
+    start_checkout,
+)
 from voting.limits import seconds_to_wait
 
 MAX_VOTES = MAX_VOTES_PER_PAYMENT
@@ -82,6 +88,12 @@ def api_create_payment(request: HttpRequest) -> JsonResponse:
         return _error(400, str(exc))
     except UnknownContestant:
         return _error(400, "contestant: no such contestant")
+    except TooManyOpenPayments:
+        response = _error(
+            429, "this email has too many unpaid checkouts open; pay or wait for one to close"
+        )
+        response["Retry-After"] = str(OPEN_PAYMENTS_RETRY_AFTER_SECONDS)
+        return response
     except VotingClosed as exc:
         return _error(400, str(exc))
     except CheckoutUnavailable:

@@ -103,6 +103,11 @@ STUCK_AFTER_SECONDS = env_int("STUCK_AFTER_SECONDS", 60, minimum=1)
 RECONCILE_AFTER_SECONDS = env_int("RECONCILE_AFTER_SECONDS", 900, minimum=0)
 PAYMENT_EXPIRES_AFTER_SECONDS = env_int("PAYMENT_EXPIRES_AFTER_SECONDS", 86400, minimum=1)
 
+# --- Operations ------------------------------------------------------------------------
+# /metrics: with a token, a scraper must send "Authorization: Bearer <token>"; without one
+# only a request from this host, not through a proxy, is answered (ops/metrics.py).
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+
 
 # --- Celery (read by config/celery_app.py through the CELERY_ namespace) ---------------
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")

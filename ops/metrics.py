@@ -1,9 +1,11 @@
 """GET /metrics: every process's counters, plus gauges of the state now (docs/operations.md)."""
 
+import hmac
 import logging
 from collections.abc import Iterator
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import DatabaseError
 from django.db.models import Count, Min
 from django.db.models.functions import Now
@@ -13,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, REGISTRY, CollectorRegis
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from config.clients import is_from_this_host
 from config.metrics import multiprocess_dir
 from ledger.models import Payment
 from ledger.selectors import needing_attention, open_disputes
@@ -24,11 +27,34 @@ logger = logging.getLogger(__name__)
 
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
-    """Prometheus text format, built fresh for each scrape."""
+    """Prometheus text format, for a scraper that may see it (see may_scrape)."""
+    refused = may_scrape(request)
+    if refused is not None:
+        return refused
     body = generate_latest(scrape_registry())
     response = HttpResponse(body, content_type=CONTENT_TYPE_PLAIN_0_0_4)
     response["Cache-Control"] = "no-store"
     return response
+
+
+def may_scrape(request: HttpRequest) -> HttpResponse | None:
+    """None when the caller may read the metrics, else the refusal to answer with.
+
+    The metrics show business figures and the state of the pipeline, so they are not public
+    (guarantee 8): with METRICS_TOKEN set the caller must send it as a bearer token (compared
+    in constant time); without one only this host may scrape, never through a proxy.
+    """
+    token = settings.METRICS_TOKEN
+    if not token:
+        if is_from_this_host(request):
+            return None
+        return HttpResponse("metrics are served to this host only\n", status=403)
+    scheme, _, offered = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(offered.strip().encode(), token.encode()):
+        return None
+    refused = HttpResponse("a bearer token is required\n", status=401)
+    refused["WWW-Authenticate"] = 'Bearer realm="tally metrics"'
+    return refused
 
 
 def scrape_registry() -> CollectorRegistry:

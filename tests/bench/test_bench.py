@@ -60,3 +60,36 @@ def test_small_bench_writes_figures_and_is_exact(tmp_path: Path) -> None:
         assert scenario["baseline_exactness"]["doubled"] == 0
     assert scenarios["settle_hot"]["exactness"]["checked"] == 40
     assert report["exact"] is True
+
+
+def test_metrics_scenario_scrapes_a_seeded_log_and_reports_both_sizes(tmp_path: Path) -> None:
+    figures_path = tmp_path / "metrics.json"
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--scenarios",
+            "metrics",
+            "--metrics-rows",
+            "5000",
+            "--json",
+            str(figures_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    scenarios = json.loads(figures_path.read_text())["scenarios"]
+    assert set(scenarios) == {"metrics_1k", "metrics_5k"}
+    for scenario in scenarios.values():
+        figures = scenario["figures"]
+        assert figures["scrape_p50_ms"]["value"] > 0
+        assert figures["cached_scrape_p50_ms"]["value"] > 0
+        assert figures["gauge_query_p50_ms"]["baseline"] > 0  # the old full-table GROUP BY
+    assert scenarios["metrics_5k"]["figures"]["read_large_over_small"]["value"] > 0

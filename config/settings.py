@@ -25,6 +25,7 @@ INSTALLED_APPS = [
     "webhooks",
     "tasks",
     "voting",
+    "ops",
     "django_ratelimit",
 ]
 
@@ -179,7 +180,33 @@ SILENCED_SYSTEM_CHECKS = [
     # django-ratelimit lists the cache backends it knows; Django's own RedisCache, newer than
     # that list, increments atomically (INCR) like the ones it names.
     "django_ratelimit.W001",
+    # TLS ends at the reverse proxy, which redirects http to https; web itself answers http to
+    # the proxy and to health probes, which a redirect would break.
+    "security.W008",
+    # HSTS for every subdomain, or on browsers' preload lists, binds hosts tally does not run
+    # on: the domain's owner decides that at the proxy (docs/operations.md).
+    "security.W005",
+    "security.W021",
 ]
+
+# --- Security with DEBUG=0 (docs/contract.md, guarantee 8; checked by manage.py check --deploy,
+# ops/checks.py adds tally's own checks) ----------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": f"django.contrib.auth.password_validation.{name}"}
+    for name in (
+        "UserAttributeSimilarityValidator",
+        "MinimumLengthValidator",
+        "CommonPasswordValidator",
+        "NumericPasswordValidator",
+    )
+]
+if not DEBUG:
+    # Cookies only over https: an admin session must not cross the network in clear.
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    # Sent only on https requests (behind a TLS proxy, with PROXY_HOPS set so Django sees
+    # them as https), so a plain-http development or test stack is unaffected.
+    SECURE_HSTS_SECONDS = 31536000
 
 # --- Logging ---------------------------------------------------------------------------
 LOG_FORMAT = env_str("LOG_FORMAT", "json")

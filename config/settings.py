@@ -1,5 +1,6 @@
 """The only settings module: every value comes from the environment (docs/configuration.md)."""
 
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -27,6 +28,7 @@ INSTALLED_APPS = [
     "voting",
     "ops",
     "django_ratelimit",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -37,6 +39,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -200,6 +204,26 @@ AUTH_PASSWORD_VALIDATORS = [
         "NumericPasswordValidator",
     )
 ]
+# Admin logins are throttled by django-axes (attempts recorded in PostgreSQL, so every web
+# process sees them): after AXES_FAILURE_LIMIT failures from one client address, or for one
+# username from anywhere, logins are refused with 429 for AXES_COOLOFF_TIME. The username
+# lock stops guesses spread over many addresses, at the price that anyone can lock an account
+# for 15 minutes (`manage.py axes_reset_username NAME` lifts it; docs/operations.md).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = 10
+AXES_COOLOFF_TIME = timedelta(minutes=15)
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_RESET_ON_SUCCESS = True
+# Failures and lockouts are still logged (logger "axes"); this drops its banner from every
+# process's start, manage.py commands included.
+AXES_VERBOSE = False
+# The client address as everything else reads it: behind PROXY_HOPS, never a client-written
+# X-Forwarded-For entry (None when unknown: all unknown clients share one count).
+AXES_CLIENT_IP_CALLABLE = "config.clients.client_ip"
+
 if not DEBUG:
     # Cookies only over https: an admin session must not cross the network in clear.
     SESSION_COOKIE_SECURE = True

@@ -45,13 +45,18 @@ def test_scrapes_within_ten_seconds_share_one_reading(client, broker):
     assert delivery_queries(queries) == []
 
 
-def test_after_ten_seconds_one_scrape_reads_anew(client, broker):
+def age_the_shared_reading(client: Client, seconds: float) -> None:
+    """One queued delivery read by a scrape `seconds` ago, and one more added since."""
     gauges.forget_live_reading()
     DeliveryFactory()
     queued_gauge(client)
     reading = cache.get(gauges._READING_KEY)
-    cache.set(gauges._READING_KEY, {**reading, "read_at": time.time() - 11}, timeout=5)
+    cache.set(gauges._READING_KEY, {**reading, "read_at": time.time() - seconds}, timeout=5)
     DeliveryFactory()
+
+
+def test_after_ten_seconds_one_scrape_reads_anew(client, broker):
+    age_the_shared_reading(client, 11)
 
     with CaptureQueriesContext(connection) as queries:
         assert queued_gauge(client) == 2
@@ -59,13 +64,8 @@ def test_after_ten_seconds_one_scrape_reads_anew(client, broker):
 
 
 def test_while_another_scrape_refreshes_the_cached_reading_is_served(client, broker):
-    gauges.forget_live_reading()
-    DeliveryFactory()
-    queued_gauge(client)
-    reading = cache.get(gauges._READING_KEY)
-    cache.set(gauges._READING_KEY, {**reading, "read_at": time.time() - 11}, timeout=5)
+    age_the_shared_reading(client, 11)
     assert cache.add(gauges._REFRESHING_KEY, 1, timeout=5)  # another process is at it
-    DeliveryFactory()
 
     with CaptureQueriesContext(connection) as queries:
         assert queued_gauge(client) == 1

@@ -4,28 +4,12 @@ could otherwise open pending payments (and Paystack calls) from other people's b
 import json
 
 import pytest
-import responses
 from django.test import Client
 
 from ledger.models import Payment
 from tests.factories import ContestantFactory
 
 pytestmark = pytest.mark.django_db
-
-INITIALIZE = "http://paystack.test/transaction/initialize"
-
-
-@pytest.fixture
-def paystack():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock_gateway:
-
-        def answer(request):
-            reference = json.loads(request.body)["reference"]
-            data = {"authorization_url": "https://c.test/x", "access_code": "x"}
-            return 200, {}, json.dumps({"status": True, "data": {**data, "reference": reference}})
-
-        mock_gateway.add_callback(responses.POST, INITIALIZE, callback=answer)
-        yield mock_gateway
 
 
 @pytest.fixture
@@ -44,17 +28,17 @@ def body() -> str:
         "",
     ],
 )
-def test_any_other_content_type_gets_415_and_writes_nothing(paystack, body, content_type):
+def test_any_other_content_type_gets_415_and_writes_nothing(initialize_ok, body, content_type):
     response = Client().generic("POST", "/api/payments/", body, content_type=content_type)
 
     assert response.status_code == 415
     assert response.json() == {"error": "Content-Type must be application/json"}
     assert not Payment.objects.exists()
-    assert len(paystack.calls) == 0
+    assert len(initialize_ok.calls) == 0
 
 
 @pytest.mark.parametrize("content_type", ["application/json", "Application/JSON; charset=utf-8"])
-def test_json_with_or_without_a_charset_is_taken(paystack, body, content_type):
+def test_json_with_or_without_a_charset_is_taken(initialize_ok, body, content_type):
     response = Client().generic("POST", "/api/payments/", body, content_type=content_type)
 
     assert response.status_code == 201

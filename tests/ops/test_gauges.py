@@ -126,3 +126,22 @@ def test_the_delivery_gauges_read_the_partial_index_not_the_log(broker):
     assert by_status["queued"][0] == 1 and 180 <= by_status["queued"][1] < 240
     assert "delivery_watched_status" in plan
     assert "Seq Scan" not in plan
+
+
+def test_the_payment_gauges_can_read_their_partial_indexes():
+    from ledger.selectors import needing_attention, open_disputes
+
+    plans = []
+    for gauge in (open_disputes, needing_attention):
+        with CaptureQueriesContext(connection) as queries:
+            gauge()
+        with connection.cursor() as cursor:
+            cursor.execute("SET enable_seqscan = off")  # empty tables: make the planner show it
+            try:
+                cursor.execute(f"EXPLAIN {queries[0]['sql']}")
+                plans.append("\n".join(row[0] for row in cursor.fetchall()))
+            finally:
+                cursor.execute("SET enable_seqscan = on")
+
+    assert "dispute_open" in plans[0]
+    assert "payment_needs_attention" in plans[1]

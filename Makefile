@@ -21,8 +21,10 @@ install: $(VENV)/.installed
 lock:  ## re-resolve requirements.lock after editing pyproject.toml (needs uv)
 	uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 -q --no-header -o requirements.lock
 
+# Flower refuses an empty or example password: each checkout's .env gets its own.
 .env:
 	cp .env.example .env
+	sed -i "s/^FLOWER_BASIC_AUTH=$$/FLOWER_BASIC_AUTH=admin:$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(18))')/" .env
 
 services-check: install .env
 	$(WITH_ENV) $(PY) -m ops.preflight
@@ -43,7 +45,7 @@ up-stack:
 	DJANGO_SUPERUSER_PASSWORD=admin $(PY) manage.py createsuperuser --noinput \
 		--username admin --email admin@example.com 2>/dev/null || true
 	@echo "tally: http://127.0.0.1:$${WEB_PORT}/  admin: /admin/ (admin/admin)" \
-		" Flower: http://127.0.0.1:$${FLOWER_PORT}/"
+		" Flower: http://127.0.0.1:$${FLOWER_PORT}/ ($${FLOWER_BASIC_AUTH}, from .env)"
 	$(VENV)/bin/honcho --env /dev/null --procfile Procfile start
 
 # The suite's Redis database is 15 (tests/environment.py) unless REDIS_URL names another.

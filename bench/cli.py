@@ -33,8 +33,9 @@ from bench.report import Console, ScenarioResult, table, to_json, write_json
 LOCK_PATH = Path(tempfile.gettempdir()) / "tally-bench.lock"
 LOCK_WAIT_SECONDS = 600.0
 BUSY_WARNING = 0.25  # share of the CPU other work may use before the figures are doubtful
-ORDER = ("ingest", "settle", "settle32", "storm", "e2e")
-# settle32 (32 settling transactions at once) is asked for by name: it is not in the default run.
+ORDER = ("ingest", "settle", "settle32", "storm", "e2e", "metrics")
+# settle32 (32 settling transactions at once) and metrics (seeds a million deliveries, about a
+# minute) are asked for by name: they are not in the default run.
 DEFAULT_SCENARIOS = ("ingest", "settle", "storm", "e2e")
 
 
@@ -70,6 +71,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=",".join(DEFAULT_SCENARIOS),
         help=f"comma list of {', '.join(ORDER)} (always run in that order)",
     )
+    parser.add_argument(
+        "--metrics-rows",
+        type=int,
+        default=1_000_000,
+        help="deliveries in the large log of the metrics scenario (the small one has 1,000)",
+    )
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="write figures")
     parser.add_argument(
         "--logs", type=Path, default=None, metavar="DIR", help="keep the processes' logs here"
@@ -80,7 +87,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown or not chosen:
         parser.error(f"--scenarios: unknown {', '.join(unknown) or 'nothing chosen'}")
     args.scenarios = [name for name in ORDER if name in chosen]
-    for name in ("payments", "connections", "worker_concurrency", "web_workers", "web_threads"):
+    for name in (
+        "payments",
+        "connections",
+        "worker_concurrency",
+        "web_workers",
+        "web_threads",
+        "metrics_rows",
+    ):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.duration is not None and args.duration <= 0:
@@ -222,6 +236,7 @@ def run(
             connections=args.connections,
             duration=args.duration,
             worker_concurrency=args.worker_concurrency,
+            metrics_rows=args.metrics_rows,
         )
         bench = Bench(
             stack=stack, options=options, console=console, sandbox=Sandbox(stack.ports.sandbox_url)

@@ -175,3 +175,41 @@ def store_deliveries(payments: Iterable[PaidPayment]) -> list[int]:
             )
         )
     return [row.pk for row in Delivery.objects.bulk_create(rows, batch_size=2000)]
+
+
+# What a log of any size holds that someone may act on: the /metrics gauges read only these.
+SEEDED_QUEUED = 20
+SEEDED_FAILED = 10
+
+
+def seed_delivery_log(count: int) -> None:
+    """`count` deliveries in one INSERT … SELECT generate_series, as a long-running log looks:
+    SEEDED_QUEUED queued and SEEDED_FAILED failed, one in a hundred ignored, the rest
+    processed. Then VACUUM ANALYZE, as autovacuum would have done to a table that old (its
+    visibility map lets the gauges' index-only scan skip the heap), and a CHECKPOINT, so the
+    pages just written are not flushed while the scenario times its scrapes."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO webhooks_delivery (dedup_key, event, reference, gateway_id, raw_body,
+                payload, source_ip, status, attempts, outcome, last_error, received_at,
+                processed_at, delivery_count, last_delivered_at, stale_after)
+            SELECT md5('seed' || n), 'charge.success', 'tly-seed-' || n, n::text,
+                '{"event":"charge.success","data":{"reference":"tly-seed-' || n || '"}}',
+                jsonb_build_object('event', 'charge.success',
+                                   'data', jsonb_build_object('reference', 'tly-seed-' || n)),
+                '52.31.139.75',
+                CASE WHEN n <= %(queued)s THEN 'queued'
+                     WHEN n <= %(queued)s + %(failed)s THEN 'failed'
+                     WHEN n %% 100 = 0 THEN 'ignored'
+                     ELSE 'processed' END,
+                1, 'credited', '',
+                now() - (n || ' seconds')::interval, now(), 1, now(), now() + interval '1 hour'
+            FROM generate_series(1, %(count)s) AS n
+            """,
+            {"count": count, "queued": SEEDED_QUEUED, "failed": SEEDED_FAILED},
+        )
+        cursor.execute("VACUUM ANALYZE webhooks_delivery")
+        cursor.execute("CHECKPOINT")

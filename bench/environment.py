@@ -40,6 +40,11 @@ _PINNED = {
     "STUCK_AFTER_SECONDS": "60",
     "RECONCILE_AFTER_SECONDS": "900",
     "PAYMENT_EXPIRES_AFTER_SECONDS": "86400",
+    # The gateway is the sandbox, over http: allowed with DEBUG=0 only with this.
+    "TALLY_SANDBOX": "1",
+    # The metrics scenario scrapes from this host without a token, as a local Prometheus would.
+    "METRICS_TOKEN": "",
+    "RATE_LIMIT_PAYMENTS": "20/m",
     # Logging costs: every process logs warnings only, as production would under load.
     "LOG_FORMAT": "json",
     "LOG_LEVEL": "WARNING",

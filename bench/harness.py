@@ -42,6 +42,7 @@ class Options:
     connections: int
     duration: float | None
     worker_concurrency: int
+    metrics_rows: int = 1_000_000  # the large delivery log of the metrics scenario
 
     @property
     def drain_timeout(self) -> float:

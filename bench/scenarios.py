@@ -1,4 +1,4 @@
-"""The scenarios: ingest, settle (hot and spread), duplicate storm, end to end.
+"""The scenarios: ingest, settle (hot and spread), duplicate storm, end to end, /metrics.
 
 Each round starts from a clean state and ends with its exactness check (bench.harness). Where
 a figure has a baseline, tally and the baseline run in interleaved rounds on the same servers,
@@ -9,8 +9,18 @@ worker and PostgreSQL spent per unit of work (bench.cpu), which a busy neighbour
 import time
 from collections.abc import Callable
 
-from bench.client import LoadResult
-from bench.database import make_counters, payment_specs, store_deliveries
+import requests
+
+from bench.client import LoadResult, percentile_ms
+from bench.database import (
+    SEEDED_FAILED,
+    SEEDED_QUEUED,
+    make_counters,
+    payment_specs,
+    seed_delivery_log,
+    store_deliveries,
+)
+from bench.environment import HOST
 from bench.harness import (
     HOLD,
     Bench,
@@ -45,6 +55,11 @@ SETTLE_HOT_RATIO_GOAL = 1.0
 HOT_OVER_SPREAD_GOAL = 0.9
 VERIFY_PER_CREDIT_GOAL = 1.05
 E2E_APPLIED_GOAL = 150.0
+METRICS_SMALL_LOG = 1000
+METRICS_SCRAPES = 40  # per kind of scrape and log size
+METRICS_WARM_UP = 16  # scrapes before the clock, one per gunicorn thread and more
+METRICS_FULL_SCANS = 5  # the old query is slow on a large log: fewer runs of it
+METRICS_FLAT_GOAL = 2.0  # a scrape over the large log costs at most this many times the small
 
 
 def _latency_figures(
@@ -399,6 +414,126 @@ def _end_to_end_round(
     return measured
 
 
+# -- /metrics -----------------------------------------------------------------------------
+
+
+def metrics(bench: Bench) -> list[ScenarioResult]:
+    """A /metrics scrape over a delivery log of 1 k rows and of --metrics-rows (1 M).
+
+    Timed per log size: a scrape that reads the database (the shared reading is dropped
+    before each, as happens once per 10-15 s in production), one served from the shared
+    reading (every other scrape), and the delivery gauges' query on its own next to its
+    baseline, the full-table GROUP BY every scrape ran before. Each log holds the same 30
+    watched rows (queued, failed) among its processed and ignored ones.
+    """
+    session = requests.Session()
+    url = f"http://{HOST}:{bench.stack.ports.web}/metrics"
+    sizes = sorted({METRICS_SMALL_LOG, bench.options.metrics_rows})
+    measured: dict[int, dict[str, float]] = {}
+    for rows in sizes:
+        bench.clean()
+        bench.console.step(f"metrics: seeding {rows:,} deliveries")
+        seed_delivery_log(rows)
+        measured[rows] = _metrics_figures(bench, session, url, rows)
+    small, large = measured[sizes[0]], measured[sizes[-1]]
+    flat = large["read_p50_ms"] / small["read_p50_ms"]
+    results = []
+    for rows in sizes:
+        figures = [
+            Figure("scrape_p50_ms", "scrape, read", measured[rows]["read_p50_ms"], "ms"),
+            Figure("cached_scrape_p50_ms", "scrape, shared", measured[rows]["cached_p50_ms"], "ms"),
+            Figure(
+                "gauge_query_p50_ms",
+                "gauge query",
+                measured[rows]["gauge_query_p50_ms"],
+                "ms",
+                measured[rows]["full_scan_p50_ms"],
+            ),
+        ]
+        if rows == sizes[-1] and len(sizes) > 1:
+            goal = Goal(f"<= {METRICS_FLAT_GOAL:g}x", flat <= METRICS_FLAT_GOAL)
+            figures.append(
+                Figure("read_large_over_small", "large / small", flat, "ratio", None, goal)
+            )
+        results.append(
+            ScenarioResult(
+                f"metrics_{_rows_label(rows)}",
+                f"/metrics, {rows:,} deliveries",
+                figures,
+                Exactness(checked=0, lost=0, doubled=0),
+                details={"rows": rows, **{k: round(v, 2) for k, v in measured[rows].items()}},
+            )
+        )
+    bench.clean()
+    return results
+
+
+def _metrics_figures(
+    bench: Bench, session: requests.Session, url: str, rows: int
+) -> dict[str, float]:
+    from ops.gauges import forget_live_reading, watched_deliveries
+
+    def scrape() -> float:
+        started = time.perf_counter()
+        response = session.get(url, timeout=60)
+        elapsed = time.perf_counter() - started
+        if response.status_code != 200:
+            raise RuntimeError(f"/metrics answered {response.status_code}: {response.text[:200]}")
+        if f'tally_deliveries{{status="queued"}} {SEEDED_QUEUED}.0' not in response.text:
+            raise RuntimeError("/metrics did not count the seeded queued deliveries")
+        return elapsed
+
+    label = f"metrics, {rows:,} deliveries"
+    for _ in range(METRICS_WARM_UP):  # every gunicorn thread opens its connections first
+        forget_live_reading()
+        scrape()
+    bench.console.step(f"{label}: scrapes that read the database")
+    read = []
+    for n in range(METRICS_SCRAPES):
+        forget_live_reading()
+        read.append(scrape())
+        bench.console.progress(n + 1, METRICS_SCRAPES)
+    bench.console.step(f"{label}: scrapes served from the shared reading")
+    cached = [scrape() for _ in range(METRICS_SCRAPES)]
+    bench.console.step(f"{label}: the gauges' query, and the old full-table GROUP BY")
+    gauge_query = [_timed(watched_deliveries) for _ in range(METRICS_SCRAPES)]
+    full_scan = [_timed(_old_full_scan) for _ in range(METRICS_FULL_SCANS)]
+    return {
+        "read_p50_ms": percentile_ms(read, 50),
+        "cached_p50_ms": percentile_ms(cached, 50),
+        "gauge_query_p50_ms": percentile_ms(gauge_query, 50),
+        "full_scan_p50_ms": percentile_ms(full_scan, 50),
+    }
+
+
+def _timed(work: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
+
+
+def _old_full_scan() -> None:
+    """What every scrape ran before: a count and oldest per status over the whole log."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT status, count(id), now() - min(received_at) FROM webhooks_delivery "
+            "GROUP BY status"
+        )
+        rows = cursor.fetchall()
+    if sum(row[1] for row in rows) < SEEDED_QUEUED + SEEDED_FAILED:
+        raise RuntimeError("the delivery log was not seeded")
+
+
+def _rows_label(rows: int) -> str:
+    if rows % 1_000_000 == 0:
+        return f"{rows // 1_000_000}m"
+    if rows % 1000 == 0:
+        return f"{rows // 1000}k"
+    return str(rows)
+
+
 def settle_32(bench: Bench) -> list[ScenarioResult]:
     """Settle with 32 transactions in flight: one hot contestant against spread ones."""
     return settle(bench, concurrency=32)
@@ -410,4 +545,5 @@ SCENARIOS: dict[str, Callable[[Bench], list[ScenarioResult]]] = {
     "settle32": settle_32,
     "storm": storm,
     "e2e": end_to_end,
+    "metrics": metrics,
 }

@@ -1,6 +1,7 @@
 """Tiny helpers that read settings from the environment and fail loudly."""
 
 import os
+import re
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -41,4 +42,17 @@ def env_required(name: str, *, unless_debug: bool) -> str:
     value = os.environ.get(name, "")
     if not value and not unless_debug:
         raise ImproperlyConfigured(f"{name} is required unless DEBUG=1")
+    return value
+
+
+_RATE = re.compile(r"([1-9][0-9]*)/([smhd])")
+
+
+def env_rate(name: str, default: str) -> str:
+    """A rate such as `20/m`: a count per second, minute, hour or day."""
+    value = os.environ.get(name) or default
+    if _RATE.fullmatch(value) is None:
+        raise ImproperlyConfigured(
+            f"{name} must be a count per s, m, h or d such as 20/m, not {value!r}"
+        )
     return value

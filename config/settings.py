@@ -1,11 +1,14 @@
 """The only settings module: every value comes from the environment (docs/configuration.md)."""
 
+from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
+from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_int, env_list, env_required, env_str
+from config.env import env_bool, env_int, env_list, env_rate, env_required, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -24,16 +27,23 @@ INSTALLED_APPS = [
     "webhooks",
     "tasks",
     "voting",
+    "ops",
+    "django_ratelimit",
+    "axes",
+    "csp",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -49,6 +59,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "voting.context_processors.sandbox",
             ],
         },
     },
@@ -80,6 +91,15 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 PAYSTACK_SECRET_KEY = env_required("PAYSTACK_SECRET_KEY", unless_debug=DEBUG)
 PAYSTACK_SECRET_KEY_PREVIOUS = env_str("PAYSTACK_SECRET_KEY_PREVIOUS")
 PAYSTACK_BASE_URL = env_str("PAYSTACK_BASE_URL", "https://api.paystack.co").rstrip("/")
+# 1 = the gateway is the sandbox (or another stand-in): its payments are not real money, and
+# every page says so. Guarantee 8: with DEBUG=0 no gateway but Paystack over https is used
+# unless this says otherwise, so a sandbox left in the configuration cannot mark a payment paid.
+TALLY_SANDBOX = env_bool("TALLY_SANDBOX", False)
+if not DEBUG and not TALLY_SANDBOX and urlsplit(PAYSTACK_BASE_URL).scheme != "https":
+    raise ImproperlyConfigured(
+        f"PAYSTACK_BASE_URL must be https with DEBUG=0, not {PAYSTACK_BASE_URL!r}; "
+        "set TALLY_SANDBOX=1 if this gateway is the sandbox (its payments are not real)"
+    )
 PAYSTACK_TIMEOUT = env_int("PAYSTACK_TIMEOUT", 10, minimum=1)
 PAYSTACK_WEBHOOK_IPS = env_list("PAYSTACK_WEBHOOK_IPS")
 PROXY_HOPS = env_int("PROXY_HOPS", 0)
@@ -92,6 +112,11 @@ MAX_DELIVERY_ATTEMPTS = env_int("MAX_DELIVERY_ATTEMPTS", 10, minimum=1)
 VERIFY_COOLDOWN_SECONDS = env_int("VERIFY_COOLDOWN_SECONDS", 30, minimum=0)
 RECONCILE_AFTER_SECONDS = env_int("RECONCILE_AFTER_SECONDS", 900, minimum=0)
 PAYMENT_EXPIRES_AFTER_SECONDS = env_int("PAYMENT_EXPIRES_AFTER_SECONDS", 86400, minimum=1)
+
+# --- Operations ------------------------------------------------------------------------
+# /metrics: with a token, a scraper must send "Authorization: Bearer <token>"; without one
+# only a request from this host, not through a proxy, is answered (ops/metrics.py).
+METRICS_TOKEN = env_str("METRICS_TOKEN")
 
 
 # --- Celery (read by config/celery_app.py through the CELERY_ namespace) ---------------
@@ -171,6 +196,91 @@ CELERY_BEAT_SCHEDULE = {
     "reconcile-pending-payments": {"task": "tally.reconcile_pending_payments", "schedule": 300.0},
     "audit-gateway": {"task": "tally.audit_gateway", "schedule": 86400.0},
 }
+
+# --- The shared cache: rate limits and the live metric gauges ---------------------------
+# Redis at REDIS_URL, so every web process on every host counts against the same limit.
+# Short timeouts: a Redis outage must not hold a request for long (the rate limit then lets
+# requests through, see voting/limits.py). Everything tally keeps here starts with "tally:".
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "tally",
+        "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+    }
+}
+# Per client address (config/clients.py), on POST /api/payments/ and on the callback, each.
+RATE_LIMIT_PAYMENTS = env_rate("RATE_LIMIT_PAYMENTS", "20/m")
+RATELIMIT_USE_CACHE = "default"
+RATELIMIT_FAIL_OPEN = True  # as for a Redis error (voting/limits.py): let the request through
+SILENCED_SYSTEM_CHECKS = [
+    # django-ratelimit lists the cache backends it knows; Django's own RedisCache, newer than
+    # that list, increments atomically (INCR) like the ones it names.
+    "django_ratelimit.W001",
+    # TLS ends at the reverse proxy, which redirects http to https; web itself answers http to
+    # the proxy and to health probes, which a redirect would break.
+    "security.W008",
+    # HSTS for every subdomain, or on browsers' preload lists, binds hosts tally does not run
+    # on: the domain's owner decides that at the proxy (docs/operations.md).
+    "security.W005",
+    "security.W021",
+]
+
+# --- Security with DEBUG=0 (docs/contract.md, guarantee 8; checked by manage.py check --deploy,
+# ops/checks.py adds tally's own checks) ----------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": f"django.contrib.auth.password_validation.{name}"}
+    for name in (
+        "UserAttributeSimilarityValidator",
+        "MinimumLengthValidator",
+        "CommonPasswordValidator",
+        "NumericPasswordValidator",
+    )
+]
+# Admin logins are throttled by django-axes (attempts recorded in PostgreSQL, so every web
+# process sees them): after AXES_FAILURE_LIMIT failures from one client address, or for one
+# username from anywhere, logins are refused with 429 for AXES_COOLOFF_TIME. The username
+# lock stops guesses spread over many addresses, at the price that anyone can lock an account
+# for 15 minutes (`manage.py axes_reset_username NAME` lifts it; docs/operations.md).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = 10
+AXES_COOLOFF_TIME = timedelta(minutes=15)
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_RESET_ON_SUCCESS = True
+# Failures and lockouts are still logged (logger "axes"); this drops its banner from every
+# process's start, manage.py commands included.
+AXES_VERBOSE = False
+# The client address as everything else reads it: behind PROXY_HOPS, never a client-written
+# X-Forwarded-For entry (None when unknown: all unknown clients share one count).
+AXES_CLIENT_IP_CALLABLE = "config.clients.client_ip"
+
+# Content-Security-Policy on every response (django-csp): scripts and styles only from our own
+# origin or inline with this response's nonce (the pages' templates carry it), no plugins,
+# no framing, forms and fetches to our own origin only. An injected <script> does not run.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, NONCE],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+        "base-uri": [NONE],
+        "object-src": [NONE],
+    },
+}
+
+if not DEBUG:
+    # Cookies only over https: an admin session must not cross the network in clear.
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    # Sent only on https requests (behind a TLS proxy, with PROXY_HOPS set so Django sees
+    # them as https), so a plain-http development or test stack is unaffected.
+    SECURE_HSTS_SECONDS = 31536000
 
 # --- Logging ---------------------------------------------------------------------------
 LOG_FORMAT = env_str("LOG_FORMAT", "json")

@@ -9,7 +9,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("ops.urls")),
     path("", include("voting.urls")),
-    # The admin's CSS and JS, straight from the installed apps: tally has no other static
-    # files, so no collectstatic step or extra server is needed.
+    # The admin's CSS and JS (and the delivery page's stylesheet), straight from the installed
+    # apps: tally has no other static files, so no collectstatic step or extra server is needed.
     re_path(r"^static/(?P<path>.*)$", serve_static, {"insecure": True}),
 ]

@@ -2,18 +2,28 @@
 
 from typing import TYPE_CHECKING, TypedDict, cast
 
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import OuterRef, Q, Subquery, Sum
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Lower
 
 if TYPE_CHECKING:
     from django_stubs_ext import WithAnnotations
+
+# The most votes one payment buys (the JSON API's limit).
+MAX_VOTES_PER_PAYMENT = 1000
+# Payment.amount is a BIGINT: the price of the largest order must fit in one, or buying it
+# would fail in PostgreSQL (a 500) instead of being refused when the contest is set up.
+MAX_PRICE_PER_VOTE = (2**63 - 1) // MAX_VOTES_PER_PAYMENT
 
 
 class Contest(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=100, unique=True)
-    price_per_vote = models.BigIntegerField(help_text="Minor units, e.g. kobo.")
+    price_per_vote = models.BigIntegerField(
+        help_text="Minor units, e.g. kobo.",
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_PRICE_PER_VOTE)],
+    )
     currency = models.CharField(max_length=3, default="NGN")
     opens_at = models.DateTimeField()
     closes_at = models.DateTimeField()
@@ -22,6 +32,13 @@ class Contest(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=Q(price_per_vote__gt=0), name="contest_price_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(price_per_vote__lte=MAX_PRICE_PER_VOTE),
+                name="contest_price_fits_largest_order",
+                violation_error_message=(
+                    f"price_per_vote times {MAX_VOTES_PER_PAYMENT} votes must fit a 64-bit amount"
+                ),
             ),
             models.CheckConstraint(
                 condition=Q(closes_at__gt=models.F("opens_at")), name="contest_closes_after_opening"
@@ -154,6 +171,10 @@ class Payment(models.Model):
                 fields=["refund_recorded_at"],
                 condition=Q(refund_recorded_at__isnull=False),
                 name="payment_refund_recorded",
+            ),
+            # Open payments per email, counted before each checkout (voting/checkout.py).
+            models.Index(
+                Lower("email"), condition=Q(status="pending"), name="payment_pending_email"
             ),
         ]
         constraints = [

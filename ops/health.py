@@ -1,5 +1,6 @@
 """Liveness and readiness for load balancers and orchestrators."""
 
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -11,6 +12,8 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
+logger = logging.getLogger(__name__)
+
 READY_TIMEOUT_SECONDS = 2.0
 
 
@@ -21,7 +24,12 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
-    """200 when PostgreSQL, the broker and Redis answer within 2 s; else 503 naming which not."""
+    """200 when PostgreSQL, the broker and Redis answer within 2 s; else 503 naming which not.
+
+    The answer names a failing check and nothing more: its error text would tell anyone who
+    can reach the port our database host, port and role and the broker's address. The
+    details go to the log.
+    """
     checks = {"postgresql": _check_database, "broker": _check_broker}
     if settings.REDIS_URL != settings.CELERY_BROKER_URL:
         checks["redis"] = _check_redis
@@ -37,15 +45,21 @@ def readyz(request: HttpRequest) -> JsonResponse:
             future.result(timeout=max(deadline - time.monotonic(), 0))
             results[name] = "ok"
         except FutureTimeout:
-            results[name] = f"no answer within {READY_TIMEOUT_SECONDS:g} s"
+            results[name] = "failing"
+            _log_failure(name, f"no answer within {READY_TIMEOUT_SECONDS:g} s")
         except Exception as exc:  # any failure means not ready; the answer says which
-            results[name] = f"{type(exc).__name__}: {exc}"[:200]
+            results[name] = "failing"
+            _log_failure(name, f"{type(exc).__name__}: {exc}"[:200])
     failing = sorted(name for name, result in results.items() if result != "ok")
     status = 503 if failing else 200
     return JsonResponse(
         {"status": "ok" if not failing else "unavailable", "checks": results, "failing": failing},
         status=status,
     )
+
+
+def _log_failure(check: str, error: str) -> None:
+    logger.warning("readiness check failing", extra={"check": check, "error": error})
 
 
 def _check_database() -> None:

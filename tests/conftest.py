@@ -1,15 +1,17 @@
+import json
 import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from unittest.mock import patch
 
 import pytest
 import redis
+import requests
 import responses
 from django.test import Client
 
 from paystack.client import gateway
-from tests.helpers import WEBHOOK_URL, paystack_signature
+from tests.helpers import CHECKOUT_URL, INITIALIZE_URL, WEBHOOK_URL, paystack_signature
 
 if TYPE_CHECKING:
     # What the test client returns: a response with .json() and the request it answered.
@@ -31,6 +33,24 @@ def retries_due_at_once(monkeypatch, settings):
     verified again at once. Tests of backoff and cooldown set their own."""
     monkeypatch.setattr("tasks.retry.backoff_seconds", lambda retries, retry_after: 0.0)
     settings.VERIFY_COOLDOWN_SECONDS = 0
+
+
+@pytest.fixture(autouse=True)
+def shared_cache_emptied() -> Iterator[None]:
+    """Rate-limit counts and cached gauges start from nothing in every test.
+
+    Only tally's keys ("tally:…"): the cache shares its Redis database with the broker, and
+    cache.clear() would flush the broker's queues too.
+    """
+    from django.conf import settings
+
+    client = redis.Redis.from_url(str(settings.CACHES["default"]["LOCATION"]))
+    try:
+        for key in client.scan_iter(match="tally:*", count=1000):
+            client.delete(key)
+        yield
+    finally:
+        client.close()
 
 
 @pytest.fixture
@@ -102,3 +122,23 @@ def paystack() -> Iterator[responses.RequestsMock]:
     """The gateway at PAYSTACK_BASE_URL, stubbed at the HTTP boundary; no call goes out."""
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         yield mock
+
+
+@pytest.fixture
+def initialize_ok(paystack: responses.RequestsMock) -> responses.RequestsMock:
+    """Paystack opens a checkout and echoes our reference, as the real API does."""
+
+    def answer(request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
+        sent = json.loads(cast(bytes, request.body))
+        data = {
+            "authorization_url": CHECKOUT_URL,
+            "access_code": "ac_test_1",
+            "reference": sent["reference"],
+        }
+        body = {"status": True, "message": "Authorization URL created", "data": data}
+        return 200, {}, json.dumps(body)
+
+    paystack.add_callback(
+        responses.POST, INITIALIZE_URL, callback=answer, content_type="application/json"
+    )
+    return paystack

@@ -11,6 +11,8 @@ TEST_ENVIRONMENT = {
     "DJANGO_SECRET_KEY": "test-only-django-secret",
     "PAYSTACK_SECRET_KEY": "sk_test_tally_suite",
     "PAYSTACK_BASE_URL": "http://paystack.test",
+    # The stubbed gateway and the sandbox answer over http, allowed with DEBUG=0 only so.
+    "TALLY_SANDBOX": "1",
     "PAYSTACK_TIMEOUT": "2",
     "REDIS_URL": "redis://127.0.0.1:6379/15",
     "ALLOWED_HOSTS": "*",

@@ -88,6 +88,8 @@ def wait_until(condition: Callable[[], object], *, timeout: float, interval: flo
 
 
 WEBHOOK_URL = "/webhooks/paystack/"
+INITIALIZE_URL = "http://paystack.test/transaction/initialize"  # PAYSTACK_BASE_URL in tests
+CHECKOUT_URL = "https://checkout.paystack.test/ac_test_1"
 
 
 def paystack_signature(body: bytes, key: str) -> str:

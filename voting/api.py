@@ -18,7 +18,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from ledger.models import Payment
+from ledger.models import MAX_VOTES_PER_PAYMENT, Payment
 from ledger.selectors import (
     contestants_of,
     latest_dispute,
@@ -26,9 +26,17 @@ from ledger.selectors import (
     payment_with_contestant,
 )
 from ledger.services import VotingClosed
-from voting.checkout import CheckoutUnavailable, UnknownContestant, start_checkout
+from paystack.types import is_reference
+from voting.checkout import (
+    OPEN_PAYMENTS_RETRY_AFTER_SECONDS,
+    CheckoutUnavailable,
+    TooManyOpenPayments,
+    UnknownContestant,
+    start_checkout,
+)
+from voting.limits import seconds_to_wait
 
-MAX_VOTES = 1000
+MAX_VOTES = MAX_VOTES_PER_PAYMENT
 # Longer addresses would not fit Payment.email: refuse them as input, not as a 500. An
 # EmailField always has a max_length, though a plain field's may be None.
 MAX_EMAIL_LENGTH = cast(int, Payment._meta.get_field("email").max_length)
@@ -55,12 +63,19 @@ def api_contestants(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"contestants": list(rows)})
 
 
-# The page's own script posts JSON here; a cross-site post can only create a pending payment
-# for an email the poster typed (no money moves, no session is used), so CSRF is exempt.
+# The page's own script posts JSON here, and no session is used, so CSRF is exempt. A
+# cross-site page cannot send application/json without the browser asking us first (a CORS
+# preflight, which we never grant); a <form enctype=text/plain> can send a body that parses
+# as JSON, so any other content type is refused with 415 before the body is read.
 @csrf_exempt
 @require_POST
 def api_create_payment(request: HttpRequest) -> JsonResponse:
     """Start buying votes: a pending payment and the Paystack checkout URL to send the payer to."""
+    wait = seconds_to_wait(request, group="api-payments")
+    if wait is not None:
+        return _too_many_requests(wait)
+    if (request.content_type or "").lower() != "application/json":
+        return _error(415, "Content-Type must be application/json")
     try:
         order = parse_order(request.body)
         checkout = start_checkout(
@@ -73,6 +88,12 @@ def api_create_payment(request: HttpRequest) -> JsonResponse:
         return _error(400, str(exc))
     except UnknownContestant:
         return _error(400, "contestant: no such contestant")
+    except TooManyOpenPayments:
+        response = _error(
+            429, "this email has too many unpaid checkouts open; pay or wait for one to close"
+        )
+        response["Retry-After"] = str(OPEN_PAYMENTS_RETRY_AFTER_SECONDS)
+        return response
     except VotingClosed as exc:
         return _error(400, str(exc))
     except CheckoutUnavailable:
@@ -97,7 +118,8 @@ def api_create_payment(request: HttpRequest) -> JsonResponse:
 @require_GET
 def api_payment(request: HttpRequest, reference: str) -> JsonResponse:
     """One payment's state; the status page polls this until the worker settles it."""
-    payment = payment_with_contestant(reference=reference)
+    # Outside Paystack's alphabet it cannot be ours; a NUL byte would fail the query (a 500).
+    payment = payment_with_contestant(reference=reference) if is_reference(reference) else None
     if payment is None:
         return _error(404, "unknown reference")
     return JsonResponse(
@@ -169,3 +191,9 @@ def _is_email(value: str) -> bool:
 
 def _error(status: int, message: str) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
+
+
+def _too_many_requests(wait: int) -> JsonResponse:
+    response = _error(429, f"too many requests from your address; try again in {wait} s")
+    response["Retry-After"] = str(wait)
+    return response

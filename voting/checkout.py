@@ -11,12 +11,21 @@ at once instead of lingering as `pending` until reconciliation expires it.
 import logging
 from dataclasses import dataclass
 
+from django.db.models.functions import Lower
+
 from ledger import services
 from ledger.models import Contestant, Payment
 from paystack.client import gateway
 from paystack.errors import GatewayError, GatewayRejected
 
 logger = logging.getLogger(__name__)
+
+# Unpaid checkouts one email may have open at once. A payer who abandons a checkout leaves it
+# pending until PAYMENT_EXPIRES_AFTER_SECONDS; ten leaves room for retries, while a script
+# cannot pile up pending payments (each a Paystack call) in one victim's name.
+MAX_OPEN_PAYMENTS_PER_EMAIL = 10
+# How long to tell the payer to wait: a checkout they complete is credited within moments.
+OPEN_PAYMENTS_RETRY_AFTER_SECONDS = 60
 
 # Primary keys are BIGINT: anything outside this range cannot be a contestant, and asking
 # PostgreSQL about it would raise instead of finding nothing.
@@ -25,6 +34,10 @@ _MAX_ID = 2**63 - 1
 
 class UnknownContestant(Exception):
     """No contestant has this id."""
+
+
+class TooManyOpenPayments(Exception):
+    """The email already has MAX_OPEN_PAYMENTS_PER_EMAIL pending payments; nothing written."""
 
 
 class CheckoutUnavailable(Exception):
@@ -44,10 +57,15 @@ class Checkout:
 def start_checkout(*, contestant_id: int, votes: int, email: str, callback_url: str) -> Checkout:
     """A pending payment with a Paystack checkout URL for the payer.
 
-    Raises UnknownContestant, services.VotingClosed (nothing written in either case) or
-    CheckoutUnavailable (the payment written is `failed` with the gateway's reason).
+    Raises UnknownContestant, TooManyOpenPayments, services.VotingClosed (nothing written in
+    these cases) or CheckoutUnavailable (the payment written is `failed` with the gateway's
+    reason).
     """
     contestant = _contestant(contestant_id)
+    # Not under a lock: concurrent orders for one email may pass the cap by a few, which the
+    # per-address rate limit bounds; holding a lock across the gateway call would be worse.
+    if open_payments_of(email) >= MAX_OPEN_PAYMENTS_PER_EMAIL:
+        raise TooManyOpenPayments(email)
     # Committed on return (autocommit): the reference exists before the gateway knows it.
     payment = services.create_payment(contestant=contestant, votes=votes, email=email)
     try:
@@ -73,6 +91,16 @@ def start_checkout(*, contestant_id: int, votes: int, email: str, callback_url: 
         extra={"reference": payment.reference, "amount": payment.amount, "votes": payment.votes},
     )
     return Checkout(payment=payment, authorization_url=initialization.authorization_url)
+
+
+def open_payments_of(email: str) -> int:
+    """Pending payments for this email, in any letter case (the partial index serves it)."""
+    return (
+        Payment.objects.filter(status=Payment.Status.PENDING)
+        .annotate(email_lower=Lower("email"))
+        .filter(email_lower=email.lower())
+        .count()
+    )
 
 
 def _contestant(contestant_id: int) -> Contestant:

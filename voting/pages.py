@@ -18,8 +18,10 @@ from ledger.selectors import (
     payment_with_contestant,
 )
 from ledger.services import AWAITING_SETTLEMENT
+from paystack.types import is_reference
 from tasks.verification import verify_payment
 from voting.api import MAX_VOTES
+from voting.limits import seconds_to_wait
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +44,13 @@ def payment_callback(request: HttpRequest) -> HttpResponse:
     """Paystack sends the payer back here. The visit proves nothing (anyone can type the
     URL): it only asks a worker to verify now rather than at the next reconcile, then shows
     the status page. No gateway call and no credit happen in this request."""
+    wait = seconds_to_wait(request, group="payment-callback")
+    if wait is not None:
+        response = render(request, "voting/too_many_requests.html", {"wait": wait}, status=429)
+        response["Retry-After"] = str(wait)
+        return response
     reference = request.GET.get("reference") or request.GET.get("trxref") or ""
-    payment = payment_with_contestant(reference=reference) if reference else None
+    payment = _payment(reference)
     if payment is None:
         return _not_found(request, reference)
     # A failed payment too: the payer may have completed a checkout we had given up on.
@@ -85,7 +92,7 @@ def contest_page(request: HttpRequest) -> HttpResponse:
 @require_GET
 def payment_page(request: HttpRequest, reference: str) -> HttpResponse:
     """Where the payer lands after Paystack; its script follows the status until it settles."""
-    payment = payment_with_contestant(reference=reference)
+    payment = _payment(reference)
     if payment is None:
         return _not_found(request, reference)
     context = {
@@ -98,8 +105,19 @@ def payment_page(request: HttpRequest, reference: str) -> HttpResponse:
     return render(request, "voting/payment.html", context)
 
 
+def _payment(reference: str) -> Payment | None:
+    """The payment, or None for a reference that is missing or cannot be ours.
+
+    Checked against Paystack's alphabet before any query: a NUL byte (`%00` in the URL) would
+    fail in PostgreSQL, a 500 with a traceback for anyone who types it.
+    """
+    return payment_with_contestant(reference=reference) if is_reference(reference) else None
+
+
 def _not_found(request: HttpRequest, reference: str) -> HttpResponse:
-    return render(request, "voting/payment_not_found.html", {"reference": reference}, status=404)
+    # Only a well-formed reference is echoed back; junk is not worth showing the payer.
+    shown = reference if is_reference(reference) else ""
+    return render(request, "voting/payment_not_found.html", {"reference": shown}, status=404)
 
 
 def format_amount(amount: int, currency: str) -> str:

@@ -56,11 +56,20 @@ class DeliveryAdmin(admin.ModelAdmin):
     ]
     actions = ["replay_selected"]
 
+    class Media:
+        # A stylesheet, not a style attribute: the Content-Security-Policy refuses inline styles.
+        css = {"all": ["webhooks/admin.css"]}
+
     def has_add_permission(self, request: HttpRequest, obj: Delivery | None = None) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Delivery | None = None) -> bool:
         # The log is evidence: no field is ever edited here. Replay is its own permission.
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Delivery | None = None) -> bool:
+        # Append-only, superusers included: a deleted delivery is lost evidence of what
+        # Paystack sent. This also removes the bulk "Delete selected" action.
         return False
 
     def has_replay_permission(self, request: HttpRequest, obj: Delivery | None = None) -> bool:
@@ -164,7 +173,7 @@ class DeliveryAdmin(admin.ModelAdmin):
             text = json.dumps(parsed, indent=2, sort_keys=True, ensure_ascii=False)
         except ValueError:
             text = delivery.raw_body
-        return format_html("<pre style='white-space: pre-wrap'>{}</pre>", text)
+        return format_html("<pre class='delivery-body'>{}</pre>", text)
 
 
 def replay_message(result: ReplayResult) -> str:

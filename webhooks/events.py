@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ _BODY_IDENTIFIED = frozenset({"refund.pending", "refund.processing"})
 def parse_event(body: bytes) -> ParsedEvent:
     try:
         text = body.decode("utf-8")
-        document = json.loads(text, parse_constant=_refuse_constant)
+        document = json.loads(text, parse_float=_finite_float, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise NotAnEvent("body is not UTF-8 JSON") from None
     if not isinstance(document, dict):
@@ -55,6 +56,19 @@ def parse_event(body: bytes) -> ParsedEvent:
         gateway_id=gateway_id[:64],
         dedup_key=hashlib.sha256(identity.encode()).hexdigest(),
     )
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number as a float, refusing one too large for a float (`1e999999`).
+
+    Python reads it as inf, which jsonb cannot store: left to the INSERT it failed as a
+    database error, a 503 that Paystack would retry for three days and alerts would read
+    as an outage.
+    """
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is out of range")
+    return value
 
 
 def _refuse_constant(name: str) -> None:

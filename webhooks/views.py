@@ -6,8 +6,9 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from config.clients import client_address, parse_address
 from config.metrics import webhook_deliveries
-from webhooks.addresses import client_address, is_allowed, parse_address
+from webhooks.addresses import is_allowed
 from webhooks.events import NotAnEvent, parse_event
 from webhooks.services import record_delivery
 from webhooks.signature import is_signed_by_any
@@ -22,8 +23,9 @@ def paystack_webhook(request: HttpRequest) -> JsonResponse:
     body = _read_limited_body(request, settings.WEBHOOK_MAX_BYTES)
     if body is None:
         return _reject("rejected_413", 413, "body too large")
+    # None when X-Forwarded-For is shorter than PROXY_HOPS: no allowlist admits an unknown.
     address = client_address(request, proxy_hops=settings.PROXY_HOPS)
-    source_ip = parse_address(address)
+    source_ip = parse_address(address) if address is not None else None
     if not is_allowed(source_ip, tuple(settings.PAYSTACK_WEBHOOK_IPS)):
         logger.warning("webhook from an address not allowed", extra={"source_ip": address})
         return _reject("rejected_403", 403, "address not allowed")

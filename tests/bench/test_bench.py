@@ -13,28 +13,24 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
 
 
-def test_small_bench_writes_figures_and_is_exact(tmp_path: Path) -> None:
-    figures_path = tmp_path / "bench.json"
-
+def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
     # The suite's environment (Redis db 15, the test database) is passed on as it is: the
     # bench must pin its own database and Redis db whatever it inherits.
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--payments",
-            "40",
-            "--scenarios",
-            "ingest,settle",
-            "--json",
-            str(figures_path),
-        ],
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
+    )
+
+
+def test_small_bench_writes_figures_and_is_exact(tmp_path: Path) -> None:
+    figures_path = tmp_path / "bench.json"
+
+    done = run_bench(
+        "--payments", "40", "--scenarios", "ingest,settle", "--json", str(figures_path)
     )
 
     assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
@@ -60,3 +56,21 @@ def test_small_bench_writes_figures_and_is_exact(tmp_path: Path) -> None:
         assert scenario["baseline_exactness"]["doubled"] == 0
     assert scenarios["settle_hot"]["exactness"]["checked"] == 40
     assert report["exact"] is True
+
+
+def test_metrics_scenario_scrapes_a_seeded_log_and_reports_both_sizes(tmp_path: Path) -> None:
+    figures_path = tmp_path / "metrics.json"
+
+    done = run_bench(
+        "--scenarios", "metrics", "--metrics-rows", "5000", "--json", str(figures_path)
+    )
+
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    scenarios = json.loads(figures_path.read_text())["scenarios"]
+    assert set(scenarios) == {"metrics_1k", "metrics_5k"}
+    for scenario in scenarios.values():
+        figures = scenario["figures"]
+        assert figures["scrape_p50_ms"]["value"] > 0
+        assert figures["cached_scrape_p50_ms"]["value"] > 0
+        assert figures["gauge_query_p50_ms"]["baseline"] > 0  # the old full-table GROUP BY
+    assert scenarios["metrics_5k"]["figures"]["read_large_over_small"]["value"] > 0

@@ -55,6 +55,8 @@ def browser(tmp_path, monkeypatch) -> Iterator:
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    # The console, to find any script or style the Content-Security-Policy refused.
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     service = Service(str(CHROMEDRIVER), log_output=str(tmp_path / "chromedriver.log"))
     driver = webdriver.Chrome(service=service, options=options)
     driver.set_page_load_timeout(WAIT)
@@ -96,6 +98,8 @@ def test_buy_three_votes_pay_on_checkout_and_see_the_total_rise_by_three(
     try:
         browser.get(f"{web}/")
         before = int(wait.until(seen.visibility_of_element_located((By.ID, total_id))).text)
+        # The stack's gateway is the sandbox (TALLY_SANDBOX=1): every page says so.
+        assert "no real money" in browser.find_element(By.ID, "sandbox-banner").text
         Select(browser.find_element(By.ID, "contestant")).select_by_value(str(contestant.id))
         votes = browser.find_element(By.ID, "votes")
         votes.clear()
@@ -127,6 +131,12 @@ def test_buy_three_votes_pay_on_checkout_and_see_the_total_rise_by_three(
         browser.get(f"{web}/")
         wait.until(total_is(before + 3))
         screenshot(browser, tmp_path, "browser-contest-after")
+        refused = [
+            entry["message"]
+            for entry in browser.get_log("browser")
+            if "Content Security Policy" in entry["message"]
+        ]
+        assert refused == [], refused
     except Exception:
         screenshot(browser, tmp_path, "browser-failure")
         (tmp_path / "browser-failure.html").write_text(browser.page_source)

@@ -1,4 +1,6 @@
-"""/healthz and /readyz: liveness, and readiness naming what failed."""
+"""/healthz and /readyz: liveness, and readiness naming what failed (details in the log)."""
+
+import logging
 
 import pytest
 from django.db import connection
@@ -26,16 +28,21 @@ def test_readyz_is_200_when_postgresql_and_the_broker_answer(client, broker):
 
 
 @pytest.mark.django_db
-def test_readyz_is_503_naming_redis_when_only_redis_is_down(client, settings):
+def test_readyz_is_503_naming_redis_when_only_redis_is_down(client, settings, caplog):
     settings.REDIS_URL = CLOSED_PORT  # the broker stays where it was
 
-    response = client.get("/readyz")
+    with caplog.at_level(logging.WARNING, logger="ops.health"):
+        response = client.get("/readyz")
 
     assert response.status_code == 503
-    body = response.json()
-    assert body["failing"] == ["redis"]
-    assert body["checks"]["postgresql"] == body["checks"]["broker"] == "ok"
-    assert "ConnectionError" in body["checks"]["redis"]
+    assert response.json() == {
+        "status": "unavailable",
+        "checks": {"postgresql": "ok", "broker": "ok", "redis": "failing"},
+        "failing": ["redis"],
+    }
+    logged = next(r for r in caplog.records if r.name == "ops.health")
+    assert (logged.check, logged.getMessage()) == ("redis", "readiness check failing")
+    assert "ConnectionError" in logged.error and "127.0.0.1:1" in logged.error
 
 
 @pytest.mark.django_db
@@ -64,5 +71,21 @@ def test_readyz_is_503_naming_postgresql_when_the_database_is_unreachable(
     assert response.status_code == 503
     body = response.json()
     assert body["failing"] == ["postgresql"]
-    assert "OperationalError" in body["checks"]["postgresql"]
-    assert body["checks"]["broker"] == "ok"
+    assert body["checks"] == {"postgresql": "failing", "broker": "ok"}
+
+
+@pytest.mark.django_db
+def test_readyz_tells_an_anonymous_caller_no_host_port_role_or_error(client, monkeypatch, settings):
+    """Regression: the body carried the error text, naming the database host, port and role
+    and the broker's address to anyone who could reach the port."""
+    monkeypatch.setitem(connection.settings_dict, "PORT", "1")
+    monkeypatch.setitem(connection.settings_dict, "USER", "tally_role")
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:2/0"
+
+    response = client.get("/readyz")
+
+    text = response.content.decode()
+    assert response.status_code == 503
+    for secret in ("127.0.0.1", ":1", ":2", "tally_role", "redis://", "Error", "refused"):
+        assert secret not in text
+    assert response.json()["failing"] == ["broker", "postgresql"]

@@ -18,11 +18,9 @@ from kombu.exceptions import OperationalError
 from ledger.models import Contestant, Payment
 from tasks.verification import verify_payment
 from tests.factories import ContestantFactory, ContestFactory, PaymentFactory
+from tests.helpers import CHECKOUT_URL, INITIALIZE_URL
 
 pytestmark = pytest.mark.django_db
-
-INITIALIZE = "http://paystack.test/transaction/initialize"
-CHECKOUT_URL = "https://checkout.paystack.test/ac_test_1"
 
 
 @pytest.fixture
@@ -31,26 +29,6 @@ def paystack() -> Iterator[responses.RequestsMock]:
     that should never reach the gateway shows up as calls in `paystack.calls`."""
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         yield rsps
-
-
-@pytest.fixture
-def initialize_ok(paystack: responses.RequestsMock) -> responses.RequestsMock:
-    """Paystack opens a checkout and echoes our reference, as the real API does."""
-
-    def answer(request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
-        sent = json.loads(cast(bytes, request.body))
-        data = {
-            "authorization_url": CHECKOUT_URL,
-            "access_code": "ac_test_1",
-            "reference": sent["reference"],
-        }
-        body = {"status": True, "message": "Authorization URL created", "data": data}
-        return 200, {}, json.dumps(body)
-
-    paystack.add_callback(
-        responses.POST, INITIALIZE, callback=answer, content_type="application/json"
-    )
-    return paystack
 
 
 @pytest.fixture
@@ -273,7 +251,7 @@ def test_payment_is_committed_before_the_gateway_hears_of_it_and_no_transaction_
         data = {"authorization_url": CHECKOUT_URL, "access_code": "ac", "reference": reference}
         return 200, {}, json.dumps({"status": True, "message": "ok", "data": data})
 
-    paystack.add_callback(responses.POST, INITIALIZE, callback=answer)
+    paystack.add_callback(responses.POST, INITIALIZE_URL, callback=answer)
 
     response = order(Client(), {"contestant": contestant.id, "votes": 2, "email": "a@b.co"})
 
@@ -312,7 +290,7 @@ def test_payment_is_committed_before_the_gateway_hears_of_it_and_no_transaction_
 def test_gateway_refusing_or_down_gets_502_and_the_payment_is_failed_not_pending(
     paystack, contestant, gateway_answer, reason
 ):
-    paystack.add(responses.POST, INITIALIZE, **gateway_answer)
+    paystack.add(responses.POST, INITIALIZE_URL, **gateway_answer)
 
     response = order(Client(), {"contestant": contestant.id, "votes": 2, "email": "a@b.co"})
 
@@ -332,7 +310,9 @@ def test_gateway_answering_another_reference_gets_502_and_the_payment_is_failed(
     paystack, contestant
 ):
     data = {"authorization_url": CHECKOUT_URL, "access_code": "ac", "reference": "T0000000001"}
-    paystack.add(responses.POST, INITIALIZE, json={"status": True, "message": "ok", "data": data})
+    paystack.add(
+        responses.POST, INITIALIZE_URL, json={"status": True, "message": "ok", "data": data}
+    )
 
     response = order(Client(), {"contestant": contestant.id, "votes": 2, "email": "a@b.co"})
 

@@ -127,3 +127,16 @@ def test_every_status_has_words():
 
         assert f'data-status="{status}"' in html
         assert f">{status}:" in html
+
+
+@pytest.mark.parametrize("path", ["/", "/payments/tly-nosuchthing/"])
+def test_every_page_says_test_payments_when_the_gateway_is_the_sandbox(settings, path):
+    ContestantFactory()
+    settings.TALLY_SANDBOX = True
+
+    sandbox = Client().get(path).content.decode()
+    settings.TALLY_SANDBOX = False
+    real = Client().get(path).content.decode()
+
+    assert "Test payments, no real money" in sandbox
+    assert 'id="sandbox-banner"' not in real

@@ -259,6 +259,35 @@ def test_a_spoofed_left_most_forwarded_entry_does_not_get_through(signed_post, s
     assert_nothing_stored()
 
 
+@pytest.mark.parametrize("forwarded", [PAYSTACK_IP, "", f"{PAYSTACK_IP}, , "])
+def test_a_forwarded_chain_shorter_than_the_proxy_hops_fails_closed(
+    signed_post, settings, forwarded
+):
+    """Two trusted proxies but fewer than two entries: the request skipped one of them, and
+    the only entry left was written by the client. It must not be taken as the address."""
+    settings.PAYSTACK_WEBHOOK_IPS = [PAYSTACK_IP]
+    settings.PROXY_HOPS = 2
+
+    response = signed_post(a_charge(), REMOTE_ADDR=PROXY_IP, HTTP_X_FORWARDED_FOR=forwarded)
+
+    assert response.status_code == 403
+    assert_nothing_stored()
+
+
+def test_behind_two_proxies_the_entry_the_outer_one_wrote_is_the_client(signed_post, settings):
+    settings.PAYSTACK_WEBHOOK_IPS = [PAYSTACK_IP]
+    settings.PROXY_HOPS = 2
+
+    response = signed_post(
+        a_charge(),
+        REMOTE_ADDR=PROXY_IP,
+        HTTP_X_FORWARDED_FOR=f"{ELSEWHERE_IP}, {PAYSTACK_IP}, 10.0.0.1",
+    )
+
+    assert response.status_code == 200
+    assert Delivery.objects.get().source_ip == PAYSTACK_IP
+
+
 def test_without_trusted_proxies_x_forwarded_for_is_ignored(signed_post, settings):
     settings.PAYSTACK_WEBHOOK_IPS = [PAYSTACK_IP]
 
@@ -330,6 +359,13 @@ def test_the_address_is_checked_before_the_signature(client, settings):
         pytest.param(b'{"event": "charge.success", "data": [1]}', id="data a list"),
         pytest.param(b'{"event": "charge.success"}', id="missing data"),
         pytest.param(b'{"event": "charge.success", "data": {"a": NaN}}', id="NaN"),
+        pytest.param(b'{"event": "charge.success", "data": {"a": Infinity}}', id="Infinity"),
+        pytest.param(b'{"event": "charge.success", "data": {"a": -Infinity}}', id="-Infinity"),
+        pytest.param(b'{"event": "charge.success", "data": {"amount": 1e999999}}', id="1e999999"),
+        pytest.param(b'{"event": "charge.success", "data": {"a": [-1E+400]}}', id="-1E+400"),
+        pytest.param(
+            b'{"event": "charge.success", "data": {"a": 1' + b"0" * 5000 + b"}}", id="5000 digits"
+        ),
         pytest.param(b'{"event": "charge.success", "data": {"a": "\\u0000"}}', id="NUL"),
         pytest.param(b'{"event": "charge.success", "data": {"a": "\\ud800"}}', id="lone surrogate"),
     ],

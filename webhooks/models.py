@@ -181,11 +181,16 @@ class Delivery(models.Model):
     payload = models.JSONField()
     source_ip = models.GenericIPAddressField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status, default=Status.QUEUED)
+    # Defaults in the database too, for rows written with plain SQL (the bench seeds them).
     generation = models.IntegerField(
-        default=1, help_text="Bumped by every enqueue; only a message of this one does work."
+        default=1,
+        db_default=1,
+        help_text="Bumped by every enqueue; only a message of this one does work.",
     )
     not_before = models.DateTimeField(
-        default=timezone.now, help_text="No message claims the delivery before this (a retry)."
+        default=timezone.now,
+        db_default=Now(),
+        help_text="No message claims the delivery before this (a retry).",
     )
     attempts = models.IntegerField(default=0)
     outcome = models.CharField(max_length=200, blank=True, help_text="What processing did.")

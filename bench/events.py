@@ -71,3 +71,10 @@ def http_post(host: str, port: int, path: str, delivery: SignedDelivery) -> byte
         "\r\n"
     )
     return head.encode() + delivery.body
+
+
+def http_get(host: str, port: int, path: str) -> bytes:
+    """One complete HTTP/1.1 keep-alive GET, ready to write to a socket."""
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: tally-bench\r\n\r\n"
+    ).encode()

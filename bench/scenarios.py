@@ -21,6 +21,7 @@ from bench.database import (
     store_deliveries,
 )
 from bench.environment import HOST
+from bench.events import http_get
 from bench.harness import (
     HOLD,
     Bench,
@@ -220,7 +221,7 @@ def _settle_tally(bench: Bench, contestants: int, layout: str) -> RoundOf:
         payments = bench.new_payments(count, contestants, label=f"settle{name}")
         # What tasks.deliveries.enqueue_deliveries sends, held back until the clock starts.
         for delivery_id in store_deliveries(payments):
-            process_delivery.apply_async((delivery_id,), queue=HOLD)
+            process_delivery.apply_async((delivery_id, 1), queue=HOLD)
         label = f"settle {layout}: tally, round {name}"
         drained, spent = _drain_backlog(bench, finished_deliveries, count, label)
         exactness = ledger_exactness(payments, capped=drained.capped)
@@ -277,10 +278,13 @@ def _drained(drained: Drain, cpu_seconds: float, exactness: Exactness, name: str
 
 
 def storm(bench: Bench) -> list[ScenarioResult]:
-    """Every payment delivered 10 times at once while the worker settles.
+    """Every payment delivered 10 times at once while the worker settles, and each payer
+    back on the callback too, as a fan's browser is.
 
     The storm posts as many requests as ingest (a tenth as many payments, ten copies each,
-    side by side so they are in flight together), so its rate compares with ingest's.
+    side by side so they are in flight together), so its rate compares with ingest's. The
+    callbacks follow at once, while the worker still settles. Verify calls per credited
+    payment count every path: deliveries, their copies, callbacks.
     """
     from webhooks.models import Delivery
 
@@ -292,6 +296,10 @@ def storm(bench: Bench) -> list[ScenarioResult]:
     posts = signed_posts(payments, web, copies=STORM_COPIES)
     cpu = bench.cpu()
     run = bench.post(web, posts, f"storm: tally, {STORM_COPIES} copies each")
+    callbacks = [
+        http_get(HOST, web, f"/payments/callback/?reference={p.reference}") for p in payments
+    ]
+    returned = bench.post(web, callbacks, "storm: the payers' callbacks")
     drained = bench.drain(credited_payments, count, started=run.finished, label="storm: settling")
     spent = bench.cpu().since(cpu)
     bench.finish_drain(drained)
@@ -333,6 +341,8 @@ def storm(bench: Bench) -> list[ScenarioResult]:
         "copies": STORM_COPIES,
         "stored_deliveries": stored,
         "verify_calls": verify_calls,
+        "callbacks": returned.sent,
+        "callbacks_redirected": sum(status == 302 for status in returned.statuses),
         "credited": credited,
         "settle_tail_seconds": round(drained.elapsed, 3),
     }

@@ -7,7 +7,7 @@ from celery import shared_task
 from django.conf import settings
 from django.db import transaction
 
-from config.celery_app import PUBLISH_ERRORS
+from config.celery_app import PUBLISH_ERRORS, drop_broken_database_connections
 from config.metrics import delivery_messages_sent
 from paystack.errors import GatewayRejected, GatewayUnavailable
 from tasks.handlers import HANDLERS
@@ -127,9 +127,12 @@ def process_delivery(self: GatewayTask, delivery_id: int, generation: int | None
     except GatewayRejected as exc:
         return _finish(delivery, Delivery.Status.FAILED, "gateway refused", error=str(exc))
     except Exception as exc:
-        # A bug or a row the database refuses: retrying would repeat it. Fail the delivery
-        # with the error (a replay retries it once fixed) instead of leaving it to loop.
+        # A bug, a row the database refuses, a soft time limit (a row lock held for too long):
+        # retrying would repeat it. Fail the delivery with the error (a replay retries it once
+        # fixed) instead of leaving it to loop. A query the limit cut off leaves the
+        # connection unusable: drop it, so the record below (and the next task) gets a new one.
         logger.exception("delivery failed with an unexpected error", extra=_context(delivery))
+        drop_broken_database_connections()
         return _finish(
             delivery,
             Delivery.Status.FAILED,

@@ -45,9 +45,11 @@ def sweep_stuck_deliveries() -> dict[str, int]:
                 Delivery.objects.filter(status=Delivery.Status.PROCESSING, stale_after__lt=Now())
             )
             overdue = list(Delivery.objects.lost_candidates().values_list("pk", "generation"))
+            queued = [] if held.identified_all else _queued_messages()
             lost = _locked(
                 Delivery.objects.filter(
-                    pk__in=_lost(overdue, held)[:SWEEP_BATCH], status=Delivery.Status.QUEUED
+                    pk__in=_lost(overdue, held, queued)[:SWEEP_BATCH],
+                    status=Delivery.Status.QUEUED,
                 )
             )
             queue_again(received + expired + lost, by="sweeper")
@@ -70,11 +72,24 @@ def _locked(deliveries: QuerySet[Delivery]) -> list[int]:
     return list(rows.values_list("pk", flat=True)[:SWEEP_BATCH])
 
 
-def _lost(overdue: list[tuple[int, int]], held: Held) -> list[int]:
-    """The overdue deliveries (oldest first) whose current message the broker does not hold."""
+def _queued_messages() -> list[Message]:
+    """The current message every queued delivery should have somewhere in the broker."""
+    rows = Delivery.objects.filter(status=Delivery.Status.QUEUED).values_list("pk", "generation")
+    return [Message(pk, generation) for pk, generation in rows]
+
+
+def _lost(overdue: list[tuple[int, int]], held: Held, queued: list[Message]) -> list[int]:
+    """The overdue deliveries (oldest first) whose current message the broker does not hold.
+
+    Where the broker could not say which messages wait (RabbitMQ, or a Redis queue too long to
+    read), it said how many: every queued delivery should have one current message, waiting or
+    held by a worker, so the shortfall is how many were lost, and, the queue being first in
+    first out, they are the oldest of the overdue. Messages of older generations still waiting
+    make the shortfall smaller, never larger: a guess errs toward sending fewer.
+    """
     missing = [pk for pk, generation in overdue if not held.holds(Message(pk, generation))]
     if held.identified_all:
         return missing
-    # The waiting messages could not be read: they are the newest sent, so the lost ones are
-    # the oldest of the overdue; as many as the waiting count falls short.
-    return missing[: max(len(missing) - held.unidentified, 0)]
+    held_by_workers = sum(held.holds(message) for message in queued)
+    shortfall = len(queued) - held.unidentified - held_by_workers
+    return missing[: max(shortfall, 0)]

@@ -17,7 +17,7 @@ from ledger.selectors import (
     open_contest,
     payment_with_contestant,
 )
-from ledger.services import AWAITING_SETTLEMENT
+from ledger.services import AWAITING_SETTLEMENT, verified_within_cooldown
 from paystack.types import is_reference
 from tasks.verification import verify_payment
 from voting.api import MAX_VOTES
@@ -53,8 +53,10 @@ def payment_callback(request: HttpRequest) -> HttpResponse:
     payment = _payment(reference)
     if payment is None:
         return _not_found(request, reference)
-    # A failed payment too: the payer may have completed a checkout we had given up on.
-    if payment.status in AWAITING_SETTLEMENT:
+    # A failed payment too: the payer may have completed a checkout we had given up on. Not
+    # when a verify ran moments ago: its answer stands, and a reload must cost nothing.
+    fresh = payment.verified_at is None or not verified_within_cooldown(payment, now=timezone.now())
+    if payment.status in AWAITING_SETTLEMENT and fresh:
         _enqueue_verification(payment.reference)
     return redirect("voting:payment-status", reference=payment.reference)
 

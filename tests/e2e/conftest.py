@@ -117,10 +117,11 @@ RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1
 def any_broker(request, stack, settings) -> str:
     """Run the test once on Redis (db 15) and once on RabbitMQ, for every process."""
     if request.param == "rabbitmq":
-        with Connection(RABBITMQ_URL, connect_timeout=5) as rabbit:  # noqa: SIM117
+        with Connection(RABBITMQ_URL, connect_timeout=5) as rabbit:
             # A queue never declared has nothing to purge.
-            with contextlib.suppress(*rabbit.channel_errors):
-                # AMQP's channel; the stubs type default_channel as the generic StdChannel.
-                rabbit.default_channel.queue_purge("celery")  # type: ignore[attr-defined]
+            for queue in ("celery", "callbacks", "periodic"):
+                with contextlib.suppress(*rabbit.channel_errors):
+                    # AMQP's channel; the stubs type default_channel as the generic StdChannel.
+                    rabbit.default_channel.queue_purge(queue)  # type: ignore[attr-defined]
         stack.env["CELERY_BROKER_URL"] = RABBITMQ_URL
     return request.param

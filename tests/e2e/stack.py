@@ -20,8 +20,12 @@ class Stack(Processes):
         self.wait_for_web(name, url)
         return url
 
-    def worker(self, name: str = "worker", *, concurrency: int = 2, **env: str) -> Process:
+    def worker(
+        self, name: str = "worker", *, concurrency: int = 2, queues: str = "", **env: str
+    ) -> Process:
+        """A worker on every queue, or only on `queues` (a comma list, as `-Q` takes)."""
         options = ["--loglevel", "INFO", "--concurrency", str(concurrency)]
+        options += ["-Q", queues] if queues else []
         process = self.start_worker(name, options=[*options, "--hostname", f"{name}@%h"], **env)
         self.wait_for_log(process, "ready.")
         return process

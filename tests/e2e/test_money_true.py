@@ -18,7 +18,11 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def workers(stack, sandbox, web):
-    """A worker and beat (its sweeper) on the stack, the sandbox posting webhooks to web."""
+    """A worker and beat (its sweeper) on the stack, the sandbox posting webhooks to web.
+
+    A refund or a dispute right after a credit waits out the verify cooldown: a short one
+    keeps these scenarios quick."""
+    stack.env["VERIFY_COOLDOWN_SECONDS"] = "2"
     stack.worker(concurrency=2)
     stack.beat()
     return sandbox

@@ -23,6 +23,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.postgres",
     "ledger",
     "webhooks",
     "tasks",
@@ -112,6 +113,8 @@ MAX_DELIVERY_ATTEMPTS = env_int("MAX_DELIVERY_ATTEMPTS", 10, minimum=1)
 VERIFY_COOLDOWN_SECONDS = env_int("VERIFY_COOLDOWN_SECONDS", 30, minimum=0)
 RECONCILE_AFTER_SECONDS = env_int("RECONCILE_AFTER_SECONDS", 900, minimum=0)
 PAYMENT_EXPIRES_AFTER_SECONDS = env_int("PAYMENT_EXPIRES_AFTER_SECONDS", 86400, minimum=1)
+DELIVERY_RETENTION_DAYS = env_int("DELIVERY_RETENTION_DAYS", 90, minimum=1)
+PAYER_EMAIL_RETENTION_DAYS = env_int("PAYER_EMAIL_RETENTION_DAYS", 180, minimum=1)
 
 # --- Operations ------------------------------------------------------------------------
 # /metrics: with a token, a scraper must send "Authorization: Bearer <token>"; without one
@@ -129,6 +132,7 @@ CELERY_IMPORTS = [
     "tasks.reconcile",
     "tasks.sweeps",
     "tasks.audit",
+    "tasks.retention",
 ]
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -165,6 +169,7 @@ CELERY_TASK_ROUTES = {
     "tally.sweep_stuck_deliveries": {"queue": PERIODIC_QUEUE},
     "tally.reconcile_pending_payments": {"queue": PERIODIC_QUEUE},
     "tally.audit_gateway": {"queue": PERIODIC_QUEUE},
+    "tally.prune_deliveries": {"queue": PERIODIC_QUEUE},
 }
 # A task that talks to the gateway must end, hard, before its lease (STUCK_AFTER_SECONDS)
 # ends, or the sweeper would hand its delivery to a second worker while the first still runs.
@@ -195,6 +200,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "reconcile-pending-payments": {"task": "tally.reconcile_pending_payments", "schedule": 300.0},
     "audit-gateway": {"task": "tally.audit_gateway", "schedule": 86400.0},
+    "prune-deliveries": {"task": "tally.prune_deliveries", "schedule": 86400.0},
 }
 
 # --- The shared cache: rate limits and the live metric gauges ---------------------------

@@ -16,10 +16,12 @@ from ledger.models import (
     ContestantVotes,
     Dispute,
     LedgerEntry,
+    OperatorAction,
     Payment,
     PaymentTransition,
     Refund,
 )
+from ledger.operator_log import recorded
 from ledger.services import CannotResolve, Decision, resolve_attention
 
 if TYPE_CHECKING:
@@ -190,13 +192,22 @@ class PaymentAdmin(ReadOnlyAdmin):
             return HttpResponseRedirect(change_url)
         form = ResolveForm(request.POST or None, payment=payment)
         if request.method == "POST" and form.is_valid():
+            actor, decision = request.user.get_username(), Decision(form.cleaned_data["decision"])
             try:
-                settlement = resolve_attention(
-                    reference=payment.reference,
-                    decision=Decision(form.cleaned_data["decision"]),
-                    actor=request.user.get_username(),
-                    note=form.cleaned_data["note"],
-                )
+                with recorded(
+                    action="resolve",
+                    actor=actor,
+                    via=OperatorAction.Via.ADMIN,
+                    arguments={"decision": decision.value, "note": form.cleaned_data["note"]},
+                ) as record:
+                    record.touched(payments=[payment.reference])
+                    settlement = resolve_attention(
+                        reference=payment.reference,
+                        decision=decision,
+                        actor=actor,
+                        note=form.cleaned_data["note"],
+                    )
+                    record.count({settlement.outcome.value: 1})
             except CannotResolve as exc:
                 self.message_user(request, str(exc), messages.ERROR)
             else:
@@ -225,3 +236,36 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
     list_display = ["payment", "contestant", "kind", "votes", "created_at"]
     list_filter = ["kind"]
     search_fields = ["payment__reference"]
+
+
+@admin.register(OperatorAction)
+class OperatorActionAdmin(ReadOnlyAdmin):
+    """The operator log: read-only; search by a payment reference or a delivery id."""
+
+    list_display = [
+        "started_at",
+        "action",
+        "actor",
+        "via",
+        "dry_run",
+        "outcome",
+        "counts",
+        "finished_at",
+    ]
+    list_filter = ["action", "actor", "via", "outcome", "dry_run", "started_at"]
+    date_hierarchy = "started_at"
+    search_fields = ["actor", "action"]
+    search_help_text = "an actor or action; or a payment reference or delivery id it touched"
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[OperatorAction], search_term: str
+    ) -> tuple[QuerySet[OperatorAction], bool]:
+        """Also find the actions that touched a payment reference or a delivery id."""
+        found, duplicates = super().get_search_results(request, queryset, search_term)
+        term = search_term.strip()
+        if term:
+            touching = queryset.filter(payment_references__contains=[term])
+            if term.isdigit():
+                touching |= queryset.filter(delivery_ids__contains=[int(term)])
+            found |= touching
+        return found, duplicates

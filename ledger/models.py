@@ -2,6 +2,8 @@
 
 from typing import TYPE_CHECKING, TypedDict, cast
 
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import OuterRef, Q, Subquery, Sum
@@ -328,3 +330,54 @@ class LedgerEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.votes:+d} for {self.payment_id}"
+
+
+class OperatorAction(models.Model):
+    """One thing a person (or beat, for its daily jobs) did to the money or the deliveries:
+    a replay, a reconcile, an audit, a decision, a certification, a prune. Written before the
+    work starts and completed after, so a crash leaves a visible unfinished row. Append-only.
+    """
+
+    class Outcome(models.TextChoices):
+        RUNNING = "running"  # started, not finished: still running, or it crashed
+        DONE = "done"
+        FAILED = "failed"
+
+    class Via(models.TextChoices):
+        ADMIN = "admin"
+        COMMAND = "command"
+        BEAT = "beat"
+
+    action = models.CharField(max_length=64, db_index=True)
+    actor = models.CharField(max_length=150, db_index=True, help_text="Who: a user or beat.")
+    via = models.CharField(max_length=16, choices=Via)
+    arguments = models.JSONField(default=dict, blank=True)
+    dry_run = models.BooleanField(default=False)
+    counts = models.JSONField(default=dict, blank=True, help_text="What it did, by outcome.")
+    outcome = models.CharField(max_length=16, choices=Outcome, default=Outcome.RUNNING)
+    error = models.TextField(blank=True)
+    started_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # What it touched, so a payment's or a delivery's page can list the actions on it.
+    payment_references = ArrayField(models.CharField(max_length=64), default=list, blank=True)
+    delivery_ids = ArrayField(models.BigIntegerField(), default=list, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [
+            GinIndex(fields=["payment_references"], name="operator_action_payments"),
+            GinIndex(fields=["delivery_ids"], name="operator_action_deliveries"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(outcome__in=["running", "done", "failed"]),
+                name="operator_action_outcome_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(outcome="running") | Q(finished_at__isnull=False),
+                name="operator_action_finished_has_time",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.actor} ({self.outcome})"

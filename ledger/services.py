@@ -461,6 +461,40 @@ def expire_payment(*, reference: str, reason: str) -> Settlement:
         return _finish(payment, Payment.Status.FAILED, reason)
 
 
+# --- retention ------------------------------------------------------------------------------
+
+HASHED_EMAIL_PREFIX = "sha256:"
+
+
+def forget_payer_emails(*, created_before: datetime, limit: int) -> int:
+    """Replace the payer's email of up to `limit` payments created before the cutoff by its
+    SHA-256 (of the lower-cased address), oldest first: the person is no longer named, yet the
+    same payer still hashes the same. Receipts and results do not use emails. Returns how
+    many were replaced; a second run replaces none of them again."""
+    table = Payment._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            UPDATE {table} SET email = %s || encode(sha256(convert_to(lower(email), 'UTF8')), 'hex')
+            WHERE id IN (
+                SELECT id FROM {table}
+                WHERE created_at < %s AND email NOT LIKE %s
+                ORDER BY id LIMIT %s
+            )
+            """,
+            [HASHED_EMAIL_PREFIX, created_before, f"{HASHED_EMAIL_PREFIX}%", limit],
+        )
+        return int(cursor.rowcount)
+
+
+def payer_emails_to_forget(*, created_before: datetime) -> int:
+    return (
+        Payment.objects.filter(created_at__lt=created_before)
+        .exclude(email__startswith=HASHED_EMAIL_PREFIX)
+        .count()
+    )
+
+
 def is_expired(payment: Payment) -> bool:
     """True once a payment has had PAYMENT_EXPIRES_AFTER_SECONDS to be paid."""
     return payment.created_at <= expiry_cutoff()

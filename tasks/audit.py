@@ -14,7 +14,8 @@ from celery import shared_task
 from django.utils import timezone
 
 from ledger import services
-from ledger.models import Payment
+from ledger.models import OperatorAction, Payment
+from ledger.operator_log import Record, recorded
 from paystack.client import gateway
 from paystack.errors import GatewayError
 from paystack.types import Verification
@@ -41,9 +42,12 @@ class AuditReport:
     listed: int = 0  # transactions the gateway listed in the window
     ours: int = 0  # of them, references we know
     outcomes: dict[str, int] = field(default_factory=dict)
+    changed: list[str] = field(default_factory=list)  # references it reversed or settled
 
-    def add(self, outcome: str) -> None:
+    def add(self, outcome: str, reference: str) -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        if outcome != "agrees":
+            self.changed.append(reference)
 
 
 def audit_gateway(
@@ -73,7 +77,7 @@ def audit_gateway(
                 outcome = _audit_one(listed, dry_run=dry_run)
                 if outcome is not None:
                     report.ours += 1
-                    report.add(outcome)
+                    report.add(outcome, listed.reference)
                 if on_progress is not None:
                     on_progress(report)
     return report
@@ -116,14 +120,26 @@ def _gateway_error(reference: str, error: GatewayError) -> str:
     return "verify_failed"
 
 
+def note_audit(record: Record, report: AuditReport) -> None:
+    """Tell the operator log what an audit found and changed."""
+    record.count({"listed": report.listed, "ours": report.ours, **report.outcomes})
+    record.touched(payments=report.changed)
+
+
 @shared_task(name="tally.audit_gateway", acks_late=True)
 def audit_gateway_daily() -> dict[str, int]:
     """Beat, daily: reversals of the last month, late payments of the last three days."""
     now = timezone.now()
+    since, paid_since = now - DAILY_REVERSALS_WINDOW, now - DAILY_PAYMENTS_WINDOW
     try:
-        report = audit_gateway(
-            since=now - DAILY_REVERSALS_WINDOW, paid_since=now - DAILY_PAYMENTS_WINDOW
-        )
+        with recorded(
+            action="audit_gateway",
+            actor="beat",
+            via=OperatorAction.Via.BEAT,
+            arguments={"since": since.isoformat(), "paid_since": paid_since.isoformat()},
+        ) as record:
+            report = audit_gateway(since=since, paid_since=paid_since)
+            note_audit(record, report)
     except AuditRunning:
         logger.info("audit already running elsewhere", extra={"outcome": "skipped"})
         return {}

@@ -32,10 +32,12 @@ class ReconcileReport:
     outcomes: dict[str, int] = field(default_factory=dict)
     skipped: int = 0  # verified moments ago by another path, or settled meanwhile
     stopped_early: bool = False  # the time budget ran out; the next run goes on
+    references: list[str] = field(default_factory=list)  # the payments it checked
 
-    def add(self, outcome: str) -> None:
+    def add(self, outcome: str, reference: str) -> None:
         self.checked += 1
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        self.references.append(reference)
 
 
 def reconcile_payments(
@@ -70,7 +72,7 @@ def reconcile_payments(
         if outcome is None:
             report.skipped += 1
             continue
-        report.add(outcome)
+        report.add(outcome, reference)
         if on_progress is not None:
             on_progress(report)
     return report

@@ -9,12 +9,14 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
 
-from ledger.models import Payment
+from ledger.models import OperatorAction, Payment
+from ledger.operator_log import actions_touching, recorded
 from webhooks.models import Delivery
-from webhooks.services import ReplayResult, replay_deliveries
+from webhooks.services import ReplayResult, note_replay, replay_deliveries
 
 REPLAY_PERMISSION = "webhooks.change_delivery"
 
@@ -52,6 +54,8 @@ class DeliveryAdmin(admin.ModelAdmin):
         "last_delivered_at",
         "processed_at",
         "stale_after",
+        "pruned_at",
+        "operator_actions",
         "pretty_body",
     ]
     actions = ["replay_selected"]
@@ -103,7 +107,7 @@ class DeliveryAdmin(admin.ModelAdmin):
         if request.POST.get("post") != "yes":
             return self._confirm_replay(request, queryset, from_list=True)
         ids = list(queryset.values_list("pk", flat=True))
-        self._report(request, replay_deliveries(delivery_ids=ids))
+        self._report(request, self._replay(request, ids))
         return None
 
     def replay_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
@@ -117,11 +121,23 @@ class DeliveryAdmin(admin.ModelAdmin):
         if request.method != "POST" or request.POST.get("post") != "yes":
             queryset = Delivery.objects.filter(pk=delivery.pk)
             return self._confirm_replay(request, queryset, from_list=False)
-        self._report(request, replay_deliveries(delivery_ids=[delivery.pk]))
+        self._report(request, self._replay(request, [delivery.pk]))
         change_url = reverse(
             f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[delivery.pk]
         )
         return HttpResponseRedirect(change_url)
+
+    def _replay(self, request: HttpRequest, ids: list[int]) -> ReplayResult:
+        """Replay, recorded in the operator log with who asked."""
+        with recorded(
+            action="replay",
+            actor=request.user.get_username(),
+            via=OperatorAction.Via.ADMIN,
+            arguments={"deliveries": ids},
+        ) as record:
+            result = replay_deliveries(delivery_ids=ids)
+            note_replay(record, result)
+        return result
 
     def _confirm_replay(
         self, request: HttpRequest, queryset: QuerySet[Delivery], *, from_list: bool
@@ -164,10 +180,41 @@ class DeliveryAdmin(admin.ModelAdmin):
         if payment is None:
             return "-"
         url = reverse("admin:ledger_payment_change", args=[payment.pk])
-        return format_html("<a href='{}'>{} ({})</a>", url, payment.reference, payment.status)
+        timeline = reverse("payment-timeline", args=[payment.reference])
+        return format_html(
+            "<a href='{}'>{} ({})</a> · <a href='{}'>timeline</a>",
+            url,
+            payment.reference,
+            payment.status,
+            timeline,
+        )
+
+    @admin.display(description="operator actions")
+    def operator_actions(self, delivery: Delivery) -> str:
+        """Who replayed this delivery, when, and how it went (the operator log)."""
+        actions = actions_touching(delivery_id=delivery.pk)
+        if not actions:
+            return "-"
+        return format_html_join(
+            mark_safe("<br>"),
+            "<a href='{}'>{} by {} on {} ({})</a>",
+            (
+                (
+                    reverse("admin:ledger_operatoraction_change", args=[action.pk]),
+                    action.action,
+                    action.actor,
+                    action.started_at.strftime("%Y-%m-%d %H:%M"),
+                    action.outcome,
+                )
+                for action in actions
+            ),
+        )
 
     @admin.display(description="body (as received, pretty-printed)")
     def pretty_body(self, delivery: Delivery) -> str:
+        if delivery.pruned_at is not None:
+            when = delivery.pruned_at.strftime("%Y-%m-%d")
+            return f"(dropped on {when} by retention; the row and its outcome are kept)"
         try:
             parsed = json.loads(delivery.raw_body)
             text = json.dumps(parsed, indent=2, sort_keys=True, ensure_ascii=False)

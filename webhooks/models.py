@@ -5,6 +5,7 @@ methods of the queryset: claim, finish, requeue, mark unsent, queue again. Every
 is the database's clock, the one that stamps the leases, so hosts' clocks never matter.
 """
 
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from django.db import connection, models
@@ -37,7 +38,9 @@ class DeliveryQuerySet(models.QuerySet["Delivery"]):
         finish it. Anything else matches nothing: the caller exits without a gateway call. The
         claim past `max_attempts` ends the delivery `failed` instead of processing it.
         """
-        within_cap = "attempts < %(cap)s"
+        # The cap counts claims since a person last replayed the delivery: a replay after the
+        # cause was fixed gets a fresh budget, while the sweeper's re-sends never reset it.
+        within_cap = "attempts - attempts_before_replay < %(cap)s"
         # UPDATE … RETURNING: the claim and the read of what was claimed in one round trip.
         claimed = self.raw(
             f"""
@@ -137,6 +140,21 @@ class DeliveryQuerySet(models.QuerySet["Delivery"]):
                 status=Delivery.Status.QUEUED,
             ).update(status=Delivery.Status.RECEIVED)
 
+    def prune_bodies(self, *, received_before: datetime, limit: int) -> int:
+        """Drop the raw body and payload of up to `limit` finished deliveries received before
+        the cutoff, oldest first. The row stays (dedup key, event, reference, status,
+        outcome), so a late duplicate is still recognised. Returns how many were pruned."""
+        batch = list(
+            self.filter(
+                status__in=Delivery.FINISHED, received_at__lt=received_before, pruned_at=None
+            )
+            .order_by("pk")
+            .values_list("pk", flat=True)[:limit]
+        )
+        return self.filter(pk__in=batch, pruned_at=None).update(
+            raw_body="", payload={}, pruned_at=Now()
+        )
+
     def data_of(self, delivery_id: int) -> dict[str, Any]:
         """The event's `data` object as stored (the claim does not read the body)."""
         payload = self.filter(pk=delivery_id).values_list("payload", flat=True).get()
@@ -167,6 +185,7 @@ class Delivery(models.Model):
         FAILED = "failed"
 
     UNFINISHED = (Status.RECEIVED, Status.QUEUED, Status.PROCESSING)
+    FINISHED = (Status.PROCESSED, Status.IGNORED, Status.FAILED)
     # What /metrics counts: the statuses someone may have to act on. A healthy log grows by
     # processed and ignored rows without end; these stay few (ops/gauges.py).
     WATCHED = (*UNFINISHED, Status.FAILED)
@@ -177,7 +196,9 @@ class Delivery(models.Model):
     event = models.CharField(max_length=100, db_index=True)
     reference = models.CharField(max_length=255, blank=True, db_index=True)
     gateway_id = models.CharField(max_length=64, blank=True)
-    raw_body = models.TextField(help_text="The body exactly as received (UTF-8).")
+    raw_body = models.TextField(
+        help_text="The body exactly as received (UTF-8); emptied by retention (pruned_at)."
+    )
     payload = models.JSONField()
     source_ip = models.GenericIPAddressField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status, default=Status.QUEUED)
@@ -193,6 +214,11 @@ class Delivery(models.Model):
         help_text="No message claims the delivery before this (a retry).",
     )
     attempts = models.IntegerField(default=0)
+    attempts_before_replay = models.IntegerField(
+        default=0,
+        db_default=0,
+        help_text="Claims before the last replay; MAX_DELIVERY_ATTEMPTS counts those after it.",
+    )
     outcome = models.CharField(max_length=200, blank=True, help_text="What processing did.")
     last_error = models.TextField(blank=True)
     received_at = models.DateTimeField(default=timezone.now, db_index=True)
@@ -202,6 +228,9 @@ class Delivery(models.Model):
     stale_after = models.DateTimeField(
         default=timezone.now,
         help_text="Unfinished after this, the sweeper asks whether its message was lost.",
+    )
+    pruned_at = models.DateTimeField(
+        null=True, blank=True, help_text="When retention dropped the body and payload."
     )
 
     objects = DeliveryQuerySet.as_manager()

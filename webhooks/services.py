@@ -4,8 +4,10 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
+from ledger.operator_log import Record
 from tasks.deliveries import enqueue_deliveries, queue_again
 from webhooks.events import ParsedEvent
 from webhooks.models import Delivery, Message
@@ -107,6 +109,8 @@ def replay_deliveries(*, delivery_ids: list[int]) -> ReplayResult:
         }
         replayed = [pk for pk, _, _ in rows if pk not in skipped]
         sent = queue_again(replayed, by="replay")
+        # A replay is a person's decision to try again: the attempt cap starts afresh.
+        Delivery.objects.filter(pk__in=replayed).update(attempts_before_replay=F("attempts"))
     status_of = {pk: status for pk, status, _ in rows}
     return ReplayResult(
         replayed_ids=tuple(replayed),
@@ -114,4 +118,22 @@ def replay_deliveries(*, delivery_ids: list[int]) -> ReplayResult:
         skipped_ids=tuple(sorted(skipped)),
         missing=len(set(delivery_ids) - status_of.keys()),
         sent=sent[0] if sent else None,
+    )
+
+
+def note_replay(record: Record, result: ReplayResult) -> None:
+    """Tell the operator log what one replay did and which deliveries and payments it touched."""
+    record.count(
+        {
+            "replayed": result.replayed,
+            "already_processed": result.already_processed,
+            "skipped": result.skipped,
+            "missing": result.missing,
+            "refused_by_broker": result.refused_by_broker,
+        }
+    )
+    references = Delivery.objects.filter(pk__in=result.replayed_ids).exclude(reference="")
+    record.touched(
+        deliveries=result.replayed_ids,
+        payments=references.values_list("reference", flat=True).distinct(),
     )

@@ -277,3 +277,18 @@ def test_start_up_refuses_a_gateway_timeout_that_does_not_fit_inside_the_lease()
     assert "PAYSTACK_TIMEOUT=30 does not fit" in result.stderr
     assert "STUCK_AFTER_SECONDS=60" in result.stderr
     assert connection.vendor == "postgresql"
+
+
+def test_a_replay_gives_a_capped_delivery_a_fresh_budget(gateway, settings, enqueued):
+    from webhooks.services import replay_deliveries
+
+    settings.MAX_DELIVERY_ATTEMPTS = 3
+    payment = PaymentFactory()
+    delivery = DeliveryFactory(payment=payment, attempts=3, status="failed")
+    says(gateway, payment)
+
+    replay_deliveries(delivery_ids=[delivery.pk])
+    delivery.refresh_from_db()
+
+    assert run(delivery, delivery.generation) == "processed"
+    assert delivery.attempts == 4  # history kept; the cap counts from the replay

@@ -6,7 +6,9 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
 from config.durations import since_option
-from tasks.audit import AuditReport, AuditRunning, audit_gateway
+from ledger.models import OperatorAction
+from ledger.operator_log import add_actor_option, command_actor, recorded
+from tasks.audit import AuditReport, AuditRunning, audit_gateway, note_audit
 from tasks.reports import ranked_outcomes
 
 PROGRESS_EVERY = 200
@@ -28,15 +30,31 @@ class Command(BaseCommand):
             action="store_true",
             help="list what would be reversed or settled; verify nothing, change nothing",
         )
+        add_actor_option(parser)
 
-    def handle(self, *args: object, since: str, dry_run: bool, **options: object) -> None:
+    def handle(
+        self,
+        *args: object,
+        since: str,
+        dry_run: bool,
+        actor: str | None = None,
+        **options: object,
+    ) -> None:
         start = since_option(since, now=timezone.now())
         assert start is not None  # since has a default
         self.stdout.write(
             f"audit_gateway: listing the gateway's transactions since {start:%Y-%m-%d %H:%M}"
         )
         try:
-            report = audit_gateway(since=start, dry_run=dry_run, on_progress=self._progress)
+            with recorded(
+                action="audit_gateway",
+                actor=command_actor(actor),
+                via=OperatorAction.Via.COMMAND,
+                arguments={"since": since},
+                dry_run=dry_run,
+            ) as record:
+                report = audit_gateway(since=start, dry_run=dry_run, on_progress=self._progress)
+                note_audit(record, report)
         except AuditRunning as exc:
             self.stdout.write(f"audit_gateway: {exc}; nothing done")
             return

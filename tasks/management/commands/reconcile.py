@@ -11,7 +11,8 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
 from config.durations import since_option
-from ledger.models import Payment
+from ledger.models import OperatorAction, Payment
+from ledger.operator_log import add_actor_option, command_actor, recorded
 from ledger.selectors import payments_to_reconcile
 from ledger.services import verified_within_cooldown
 from tasks.reconcile import ReconcileReport, reconcile_payments
@@ -37,14 +38,36 @@ class Command(BaseCommand):
             action="store_true",
             help="list the payments that would be verified; call nothing, change nothing",
         )
+        add_actor_option(parser)
 
-    def handle(self, *args: object, since: str | None, dry_run: bool, **options: object) -> None:
+    def handle(
+        self,
+        *args: object,
+        since: str | None,
+        dry_run: bool,
+        actor: str | None = None,
+        **options: object,
+    ) -> None:
         now = timezone.now()
         created_after = since_option(since, now=now)
         window = "" if created_after is None else f" created since {_when(created_after)}"
-        if dry_run:
-            self._dry_run(now=now, created_after=created_after, window=window)
-            return
+        with recorded(
+            action="reconcile",
+            actor=command_actor(actor),
+            via=OperatorAction.Via.COMMAND,
+            arguments={"since": since},
+            dry_run=dry_run,
+        ) as record:
+            if dry_run:
+                self._dry_run(now=now, created_after=created_after, window=window)
+                return
+            report = self._reconcile(now=now, created_after=created_after, window=window)
+            record.count({"checked": report.checked, "skipped": report.skipped, **report.outcomes})
+            record.touched(payments=report.references)
+
+    def _reconcile(
+        self, *, now: datetime, created_after: datetime | None, window: str
+    ) -> ReconcileReport:
         pending = payments_to_reconcile(created_before=now, created_after=created_after).count()
         self.stdout.write(f"reconcile: {pending} pending payment(s){window}; verifying")
         report = reconcile_payments(
@@ -56,6 +79,7 @@ class Command(BaseCommand):
         if report.skipped:
             summary += f"; {report.skipped} skipped: verified moments ago by another path"
         self.stdout.write(summary)
+        return report
 
     def _dry_run(self, *, now: datetime, created_after: datetime | None, window: str) -> None:
         """List what a real run would verify, with the same window and the same skip rule."""

@@ -5,9 +5,11 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from config.durations import since_option
+from ledger.models import OperatorAction
+from ledger.operator_log import Record, add_actor_option, command_actor, recorded
 from webhooks.models import Delivery
 from webhooks.selectors import deliveries_matching
-from webhooks.services import ReplayResult, replay_deliveries
+from webhooks.services import ReplayResult, note_replay, replay_deliveries
 
 # One transaction and one progress line per batch: short row locks on a long replay, and an
 # operator watching a big run sees it move.
@@ -51,6 +53,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--dry-run", action="store_true", help="list what would be replayed; change nothing"
         )
+        add_actor_option(parser)
 
     def handle(
         self,
@@ -60,6 +63,7 @@ class Command(BaseCommand):
         reference: str | None,
         since: str | None,
         dry_run: bool,
+        actor: str | None = None,
         **options: object,
     ) -> None:
         # Validated here, not with argparse types: call_command passes options past the
@@ -76,12 +80,20 @@ class Command(BaseCommand):
             reference=reference,
             received_after=since_option(since, now=timezone.now()),
         )
-        if dry_run:
-            self._list(matching)
-        else:
-            self._replay(list(matching.values_list("pk", flat=True)))
+        arguments = {"status": status, "event": event, "reference": reference, "since": since}
+        with recorded(
+            action="replay_events",
+            actor=command_actor(actor),
+            via=OperatorAction.Via.COMMAND,
+            arguments=arguments,
+            dry_run=dry_run,
+        ) as record:
+            if dry_run:
+                self._list(matching, record)
+            else:
+                self._replay(list(matching.values_list("pk", flat=True)), record)
 
-    def _list(self, matching: QuerySet[Delivery]) -> None:
+    def _list(self, matching: QuerySet[Delivery], record: Record) -> None:
         now = timezone.now()
         would_skip = already_processed = matched = 0
         rows = matching.values_list("pk", "event", "reference", "status", "stale_after")
@@ -94,16 +106,19 @@ class Command(BaseCommand):
             elif status == Delivery.Status.PROCESSED:
                 already_processed += 1
             self.stdout.write(f"{pk}  {event}  {reference or '-'}  {status}{note}")
+        record.count({"matched": matched, "would_skip": would_skip})
         self.stdout.write(
             f"replay_events: dry run, {matched} matched, {matched - would_skip} would be "
             f"replayed ({already_processed} already processed), {would_skip} would be "
             "skipped (in progress); nothing changed"
         )
 
-    def _replay(self, ids: list[int]) -> None:
+    def _replay(self, ids: list[int], record: Record) -> None:
         totals = Totals(matched=len(ids))
         for start in range(0, len(ids), BATCH):
-            totals.add(replay_deliveries(delivery_ids=ids[start : start + BATCH]))
+            result = replay_deliveries(delivery_ids=ids[start : start + BATCH])
+            totals.add(result)
+            note_replay(record, result)
             if len(ids) > BATCH:
                 done = min(start + BATCH, len(ids))
                 self.stdout.write(f"replay_events: {done}/{len(ids)} done")

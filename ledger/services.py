@@ -413,6 +413,10 @@ LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE when lock_timeout ran out
 class ContestNotClosed(Exception):
     """Voting in the contest has not closed yet; nothing to certify."""
 
+    @staticmethod
+    def about(contest: Contest) -> str:
+        return f"{contest.slug} closes at {contest.closes_at.isoformat()}; certify it after that"
+
 
 class LedgerBusy(Exception):
     """Ledger writes in flight did not finish within HORIZON_LOCK_TIMEOUT; try again."""
@@ -433,6 +437,11 @@ class Certifying:
 def certify_contest(*, contest_id: int, actor: str = "") -> Certifying:
     """Freeze a closed contest's result, or amend it when its ledger has moved since.
 
+    Beat's job and certify_contest both certify through this one function, and record each
+    call in the operator log around it (ledger.operator_log.recorded wants no transaction
+    open, so the log's row is committed before the work starts); `actor` names who, empty for
+    beat, on the certification itself.
+
     1. Refuse a contest still open or upcoming (ContestNotClosed).
     2. Certified already, and no entry of the contest past the latest horizon: unchanged,
        without taking any lock.
@@ -445,9 +454,7 @@ def certify_contest(*, contest_id: int, actor: str = "") -> Certifying:
     """
     contest = Contest.objects.get(pk=contest_id)
     if timezone.now() < contest.closes_at:
-        raise ContestNotClosed(
-            f"{contest.slug} closes at {contest.closes_at.isoformat()}; certify it after that"
-        )
+        raise ContestNotClosed(ContestNotClosed.about(contest))
     latest = selectors.latest_certification(contest=contest)
     if latest is not None and not selectors.has_entries_between(
         contest=contest, after=latest.horizon
@@ -466,8 +473,6 @@ def certify_contest(*, contest_id: int, actor: str = "") -> Certifying:
         ):
             return Certifying(CertifyOutcome.UNCHANGED, latest)  # a concurrent run wrote it
         certification = _write_certification(contest, result, flagged, latest, actor=actor)
-        # The operator log (#17) records a certification here: beat, certify_contest and any
-        # admin action all certify through this one function.
     outcome = CertifyOutcome.CERTIFIED if latest is None else CertifyOutcome.AMENDED
     logger.info(
         "contest certified",

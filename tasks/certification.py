@@ -11,6 +11,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from ledger import services
+from ledger.models import Contest, OperatorAction
+from ledger.operator_log import recorded
 from ledger.selectors import contests_to_certify
 from tasks.locks import single_run
 
@@ -38,22 +40,33 @@ def certify_due_contests(*, budget_seconds: float | None = None) -> CertifyRepor
     """
     report = CertifyReport()
     closed_before = timezone.now() - timedelta(seconds=settings.CERTIFY_GRACE_SECONDS)
-    due = list(contests_to_certify(closed_before=closed_before).values_list("pk", flat=True))
+    due = list(contests_to_certify(closed_before=closed_before))
     deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
-    for contest_id in due:
+    for contest in due:
         if deadline is not None and time.monotonic() > deadline:
             report.stopped_early = True
             break
-        try:
-            certifying = services.certify_contest(contest_id=contest_id)
-        except services.LedgerBusy as exc:
-            logger.warning(
-                "certification postponed", extra={"contest": contest_id, "error": str(exc)}
-            )
-            report.add("ledger_busy")
-            continue
-        report.add(certifying.outcome.value)
+        report.add(_certify(contest))
     return report
+
+
+def _certify(contest: Contest) -> str:
+    """Certify or amend one contest, recorded in the operator log as beat's."""
+    try:
+        with recorded(
+            action="certify_contest",
+            actor="beat",
+            via=OperatorAction.Via.BEAT,
+            arguments={"slug": contest.slug},
+        ) as record:
+            certifying = services.certify_contest(contest_id=contest.pk)
+            record.count({certifying.outcome.value: 1})
+    except services.LedgerBusy as exc:
+        logger.warning(
+            "certification postponed", extra={"contest": contest.slug, "error": str(exc)}
+        )
+        return "ledger_busy"
+    return certifying.outcome.value
 
 
 @shared_task(

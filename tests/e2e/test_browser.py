@@ -231,13 +231,13 @@ def test_buy_votes_in_the_second_contest_see_the_leaderboard_live_and_prove_the_
 
         # Voting closes; the result is certified, then a late refund amends it.
         Contest.objects.filter(pk=second.pk).update(closes_at=timezone.now())
-        call_command("certify_contest", "rising-stars")
+        call_command("certify_contest", "rising-stars", actor="organiser")
         refunded = earlier[3]  # Lola's
         reverse_payment(
             reference=refunded.reference,
             verification=success_for(refunded, status="reversed"),
         )
-        call_command("certify_contest", "rising-stars")
+        call_command("certify_contest", "rising-stars", actor="organiser")
         amendment = Certification.objects.get(contest=second, number=1)
 
         browser.get(f"{web}/results/rising-stars/")

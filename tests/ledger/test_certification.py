@@ -14,7 +14,14 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from ledger import merkle, services
-from ledger.models import Certification, CertifiedTotal, LedgerEntry, Payment, VoteShard
+from ledger.models import (
+    Certification,
+    CertifiedTotal,
+    LedgerEntry,
+    OperatorAction,
+    Payment,
+    VoteShard,
+)
 from ledger.selectors import receipt_of
 from ledger.services import (
     CertifyOutcome,
@@ -111,6 +118,15 @@ def test_beat_certifies_after_the_grace_counting_a_late_settled_payment_and_flag
     assert certification.root == root_over_ledger(contest)
     assert certification.actor == ""  # beat
     assert certify_contests.apply().get() == {}  # certified: nothing more to do
+    # Each certification beat wrote is in the operator log; runs with nothing due are not.
+    logged = OperatorAction.objects.get()
+    assert (logged.action, logged.actor, logged.via, logged.outcome) == (
+        "certify_contest",
+        "beat",
+        "beat",
+        "done",
+    )
+    assert (logged.arguments, logged.counts) == ({"slug": contest.slug}, {"certified": 1})
 
 
 def test_a_certification_freezes_totals_votes_under_dispute_and_the_root():
@@ -220,16 +236,23 @@ def test_certify_contest_certifies_then_says_it_is_certified(capsys):
     contest, (ada, _) = closed_contest()
     credit(ada, 4)
 
-    call_command("certify_contest", contest.slug)
-    call_command("certify_contest", contest.slug)
+    call_command("certify_contest", contest.slug, actor="ops-anna")
+    call_command("certify_contest", contest.slug, actor="ops-anna")
 
     first, second = capsys.readouterr().out.split("certify_contest: ")[1:]
     certification = Certification.objects.get()
     assert first.startswith(f"{contest.slug} certified")
     assert f"1 ledger entry, root {certification.root}" in first
     assert "already certified; nothing new in the ledger" in second
-    assert certification.actor == "certify_contest"
+    assert certification.actor == "ops-anna"
     assert Certification.objects.count() == 1
+    # Both runs are in the operator log, with who ran them and what came of it.
+    logged = OperatorAction.objects.order_by("id")
+    assert [(a.action, a.actor, a.via, a.outcome, a.counts) for a in logged] == [
+        ("certify_contest", "ops-anna", "command", "done", {"certified": 1}),
+        ("certify_contest", "ops-anna", "command", "done", {"unchanged": 1}),
+    ]
+    assert logged[0].arguments == {"slug": contest.slug}
 
 
 def test_certify_contest_writes_the_amendment_when_the_ledger_moved(capsys):
@@ -253,6 +276,7 @@ def test_certify_contest_refuses_a_contest_not_closed_yet_with_exit_2():
 
     assert refused.value.returncode == 2
     assert not Certification.objects.exists()
+    assert not OperatorAction.objects.exists()  # a bad argument: nothing was done
 
 
 def test_certify_contest_refuses_an_unknown_slug_with_exit_2():

@@ -4,10 +4,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from ledger.models import Certification, Contest
+from ledger.models import Certification, Contest, OperatorAction
+from ledger.operator_log import add_actor_option, command_actor, recorded
 from ledger.services import CertifyOutcome, ContestNotClosed, LedgerBusy, certify_contest
-
-ACTOR = "certify_contest"
 
 
 class Command(BaseCommand):
@@ -18,15 +17,25 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("slug", help="the contest's slug")
+        add_actor_option(parser)
 
-    def handle(self, *args: object, slug: str, **options: object) -> None:
+    def handle(self, *args: object, slug: str, actor: str | None = None, **options: object) -> None:
         contest = Contest.objects.filter(slug=slug).first()
         if contest is None:
             raise CommandError(f"no contest with slug {slug!r}", returncode=2)
+        if timezone.now() < contest.closes_at:
+            # A bad argument like an unknown slug: refused before anything is recorded.
+            raise CommandError(f"not closed yet: {ContestNotClosed.about(contest)}", returncode=2)
+        who = command_actor(actor)
         try:
-            certifying = certify_contest(contest_id=contest.pk, actor=ACTOR)
-        except ContestNotClosed as exc:
-            raise CommandError(f"not closed yet: {exc}", returncode=2) from None
+            with recorded(
+                action="certify_contest",
+                actor=who,
+                via=OperatorAction.Via.COMMAND,
+                arguments={"slug": slug},
+            ) as record:
+                certifying = certify_contest(contest_id=contest.pk, actor=who)
+                record.count({certifying.outcome.value: 1})
         except LedgerBusy as exc:
             raise CommandError(f"{exc}; run it again in a moment", returncode=1) from None
         certification = certifying.certification

@@ -115,6 +115,9 @@ RECONCILE_AFTER_SECONDS = env_int("RECONCILE_AFTER_SECONDS", 900, minimum=0)
 PAYMENT_EXPIRES_AFTER_SECONDS = env_int("PAYMENT_EXPIRES_AFTER_SECONDS", 86400, minimum=1)
 DELIVERY_RETENTION_DAYS = env_int("DELIVERY_RETENTION_DAYS", 90, minimum=1)
 PAYER_EMAIL_RETENTION_DAYS = env_int("PAYER_EMAIL_RETENTION_DAYS", 180, minimum=1)
+# Beat certifies a contest this long after it closes: payments made before the close that
+# settle late (a slow webhook, reconciliation) still count in the certified result.
+CERTIFY_GRACE_SECONDS = env_int("CERTIFY_GRACE_SECONDS", 3600, minimum=0)
 
 # --- Operations ------------------------------------------------------------------------
 # /metrics: with a token, a scraper must send "Authorization: Bearer <token>"; without one
@@ -133,6 +136,7 @@ CELERY_IMPORTS = [
     "tasks.sweeps",
     "tasks.audit",
     "tasks.retention",
+    "tasks.certification",
 ]
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -170,6 +174,7 @@ CELERY_TASK_ROUTES = {
     "tally.reconcile_pending_payments": {"queue": PERIODIC_QUEUE},
     "tally.audit_gateway": {"queue": PERIODIC_QUEUE},
     "tally.prune_deliveries": {"queue": PERIODIC_QUEUE},
+    "tally.certify_contests": {"queue": PERIODIC_QUEUE},
 }
 # A task that talks to the gateway must end, hard, before its lease (STUCK_AFTER_SECONDS)
 # ends, or the sweeper would hand its delivery to a second worker while the first still runs.
@@ -201,6 +206,7 @@ CELERY_BEAT_SCHEDULE = {
     "reconcile-pending-payments": {"task": "tally.reconcile_pending_payments", "schedule": 300.0},
     "audit-gateway": {"task": "tally.audit_gateway", "schedule": 86400.0},
     "prune-deliveries": {"task": "tally.prune_deliveries", "schedule": 86400.0},
+    "certify-contests": {"task": "tally.certify_contests", "schedule": 60.0},
 }
 
 # --- The shared cache: rate limits and the live metric gauges ---------------------------

@@ -1,15 +1,21 @@
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import Model, QuerySet
+from django.db.models import Exists, Model, OuterRef, Q, QuerySet
+from django.db.models.functions import Now
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
 
 from ledger.models import (
+    Certification,
+    CertifiedTotal,
     Contest,
     Contestant,
     ContestantQuerySet,
@@ -67,11 +73,107 @@ class ContestantInline(ContestantTotals, admin.TabularInline):
     extra = 0
 
 
+class CertifiedContestantInline(ContestantInline):
+    """A certified contest's contestants: its published result names them, so they stay."""
+
+    readonly_fields = ["name", "slug", "total_votes"]
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+
+class ContestStatusFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [(status.value, status.label) for status in Contest.Status]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        certified = Exists(Certification.objects.filter(contest=OuterRef("pk")))
+        uncertified = {
+            Contest.Status.UPCOMING.value: Q(opens_at__gt=Now()),
+            Contest.Status.OPEN.value: Q(opens_at__lte=Now(), closes_at__gt=Now()),
+            Contest.Status.CLOSED.value: Q(closes_at__lte=Now()),
+        }
+        value = self.value()
+        if value == Contest.Status.CERTIFIED:
+            return queryset.filter(certified)
+        if value in uncertified:
+            return queryset.filter(uncertified[value]).exclude(certified)
+        return queryset
+
+
+class CertificationInline(admin.TabularInline):
+    """A contest's certification and amendments: written by ledger.services only."""
+
+    model = Certification
+    fields = ["number", "certified_at", "entries", "root", "reason", "actor"]
+    readonly_fields = fields  # type: ignore[assignment]
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+
 @admin.register(Contest)
 class ContestAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "price_per_vote", "currency", "opens_at", "closes_at"]
+    list_display = [
+        "name",
+        "slug",
+        "status",
+        "price_per_vote",
+        "currency",
+        "opens_at",
+        "closes_at",
+        "results",
+    ]
+    list_filter = [ContestStatusFilter]
+    search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
     inlines = [ContestantInline]
+
+    def get_inlines(self, request: HttpRequest, obj: Contest | None) -> list[type[Any]]:
+        # Once certified: the contestants as published, and the certifications, read-only.
+        if obj is not None and obj.certifications.exists():
+            return [CertifiedContestantInline, CertificationInline]
+        return [ContestantInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Contest]:
+        contests: QuerySet[Contest] = super().get_queryset(request)
+        return contests.annotate(
+            is_certified=Exists(Certification.objects.filter(contest=OuterRef("pk")))
+        )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Contest | None = None) -> list[str]:
+        # A certified result is about this window, price and address: changing them now
+        # would make the published result describe another contest.
+        if obj is not None and obj.certifications.exists():
+            return ["slug", "price_per_vote", "currency", "opens_at", "closes_at"]
+        return []
+
+    def get_prepopulated_fields(
+        self, request: HttpRequest, obj: Contest | None = None
+    ) -> dict[str, Sequence[str]]:
+        if "slug" in self.get_readonly_fields(request, obj):
+            return {}
+        return super().get_prepopulated_fields(request, obj)
+
+    @admin.display(description="status")
+    def status(self, contest: Contest) -> str:
+        certified = bool(getattr(contest, "is_certified", False))
+        return contest.status_at(timezone.now(), certified=certified).value
+
+    @admin.display(description="results")
+    def results(self, contest: Contest) -> str:
+        if not getattr(contest, "is_certified", False):
+            return "-"
+        return format_html(
+            '<a href="{}">certified result</a>', reverse("voting:results", args=[contest.slug])
+        )
 
 
 @admin.register(Contestant)
@@ -269,3 +371,28 @@ class OperatorActionAdmin(ReadOnlyAdmin):
                 touching |= queryset.filter(delivery_ids__contains=[int(term)])
             found |= touching
         return found, duplicates
+
+
+class CertifiedTotalInline(LedgerEntryInline):
+    model = CertifiedTotal
+    fields = ["contestant", "votes", "votes_under_dispute"]
+    readonly_fields = fields
+
+
+@admin.register(Certification)
+class CertificationAdmin(ReadOnlyAdmin):
+    list_display = ["contest", "number", "certified_at", "entries", "root", "actor"]
+    list_filter = ["contest"]
+    fields = [
+        "contest",
+        "number",
+        "certified_at",
+        "entries",
+        "horizon",
+        "root",
+        "flagged",
+        "reason",
+        "actor",
+    ]
+    readonly_fields = fields  # type: ignore[assignment]
+    inlines = [CertifiedTotalInline]

@@ -1,5 +1,6 @@
 """Contests, contestants, payments and the ledger. PostgreSQL constraints hold the invariants."""
 
+from datetime import datetime
 from typing import TYPE_CHECKING, TypedDict, cast
 
 from django.contrib.postgres.fields import ArrayField
@@ -20,6 +21,14 @@ MAX_PRICE_PER_VOTE = (2**63 - 1) // MAX_VOTES_PER_PAYMENT
 
 
 class Contest(models.Model):
+    class Status(models.TextChoices):
+        """Where a contest stands (docs/contract.md, contests); derived, never stored."""
+
+        UPCOMING = "upcoming"
+        OPEN = "open"
+        CLOSED = "closed"  # voting is over; the result is not certified yet
+        CERTIFIED = "certified"
+
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=100, unique=True)
     price_per_vote = models.BigIntegerField(
@@ -49,6 +58,16 @@ class Contest(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def status_at(self, now: datetime, *, certified: bool) -> "Contest.Status":
+        """The status at `now`; `certified`: the contest has a Certification."""
+        if certified:
+            return Contest.Status.CERTIFIED
+        if now < self.opens_at:
+            return Contest.Status.UPCOMING
+        if now < self.closes_at:
+            return Contest.Status.OPEN
+        return Contest.Status.CLOSED
 
 
 class ContestantVotes(TypedDict):
@@ -310,8 +329,10 @@ class LedgerEntry(models.Model):
         REVERSAL = "reversal"
 
     payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="ledger_entries")
+    # Indexed together with the id below (not alone): one index per insert, as before, which
+    # also finds a certified contest's entries past its horizon without reading the others.
     contestant = models.ForeignKey(
-        Contestant, on_delete=models.PROTECT, related_name="ledger_entries"
+        Contestant, on_delete=models.PROTECT, related_name="ledger_entries", db_index=False
     )
     kind = models.CharField(max_length=16, choices=Kind)
     votes = models.IntegerField(help_text="Signed: positive for a credit, negative for a reversal.")
@@ -319,6 +340,7 @@ class LedgerEntry(models.Model):
 
     class Meta:
         verbose_name_plural = "ledger entries"
+        indexes = [models.Index(fields=["contestant", "id"], name="ledger_entry_contestant_id")]
         constraints = [
             # The second wall: even code that skipped the row lock cannot credit twice.
             models.UniqueConstraint(fields=["payment", "kind"], name="ledger_entry_once_per_kind"),
@@ -381,3 +403,95 @@ class OperatorAction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} by {self.actor} ({self.outcome})"
+
+
+class Certification(models.Model):
+    """A contest's frozen result: number 0 certifies it, 1, 2, … amend it.
+
+    It covers the contest's ledger entries with an id up to `horizon`, in id order, and no
+    other: the horizon is taken while no ledger write is in flight (ledger.services), so no
+    entry at or below it can appear later. An entry past it is a change after certification
+    and makes an amendment, itself a whole result with its own root; earlier rows stay as they
+    were published. docs/results.md describes the root and how to check it.
+    """
+
+    contest = models.ForeignKey(Contest, on_delete=models.PROTECT, related_name="certifications")
+    number = models.IntegerField(help_text="0: the certification; 1, 2, …: amendments.")
+    root = models.CharField(max_length=64, help_text="SHA-256 Merkle root, lowercase hex.")
+    entries = models.IntegerField(help_text="Ledger entries covered.")
+    horizon = models.BigIntegerField(help_text="Covers the contest's entries with id <= this.")
+    # The tree's level where blocks of `chunk_size` leaves end, kept so that a receipt's proof
+    # costs one block of entries instead of the whole contest (ledger.selectors.receipt_of).
+    chunk_size = models.IntegerField(help_text="Leaves per stored block; a power of two.")
+    chunk_roots = models.BinaryField(help_text="The blocks' roots, 32 bytes each, in order.")
+    chunk_starts = ArrayField(
+        models.BigIntegerField(), default=list, help_text="Each block's first entry id."
+    )
+    flagged = models.JSONField(
+        default=dict, help_text="Flagged payments of the contest then, by reason: {reason: n}."
+    )
+    reason = models.TextField(blank=True, help_text="What an amendment changes.")
+    actor = models.CharField(
+        max_length=150, blank=True, help_text="Who certified, when a person did; empty: beat."
+    )
+    certified_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["contest_id", "number"]
+        constraints = [
+            # One certification per contest, amendments numbered without gaps taken twice.
+            models.UniqueConstraint(fields=["contest", "number"], name="certification_number_once"),
+            models.CheckConstraint(condition=Q(number__gte=0), name="certification_number_valid"),
+            models.CheckConstraint(
+                condition=Q(root__regex=r"^[0-9a-f]{64}$"), name="certification_root_is_sha256"
+            ),
+            models.CheckConstraint(
+                condition=Q(entries__gte=0, horizon__gte=0), name="certification_counts_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(chunk_size__gte=1), name="certification_chunk_size_positive"
+            ),
+            # An amendment says what it changes.
+            models.CheckConstraint(
+                condition=Q(number=0) | ~Q(reason=""), name="certification_amendment_has_reason"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        kind = "certification" if self.number == 0 else f"amendment {self.number}"
+        return f"{self.contest} {kind}"
+
+    @property
+    def is_amendment(self) -> bool:
+        return self.number > 0
+
+
+class CertifiedTotal(models.Model):
+    """One contestant's line in a certification: its total from the covered entries."""
+
+    certification = models.ForeignKey(
+        Certification, on_delete=models.PROTECT, related_name="totals"
+    )
+    contestant = models.ForeignKey(
+        Contestant, on_delete=models.PROTECT, related_name="certified_totals"
+    )
+    votes = models.BigIntegerField()
+    votes_under_dispute = models.BigIntegerField(
+        help_text="Of `votes`, those whose payment had an open chargeback then."
+    )
+
+    class Meta:
+        ordering = ["certification_id", "contestant_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["certification", "contestant"], name="certified_total_once"
+            ),
+            models.CheckConstraint(
+                condition=Q(votes__gte=0, votes_under_dispute__gte=0)
+                & Q(votes_under_dispute__lte=models.F("votes")),
+                name="certified_total_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.contestant}: {self.votes}"

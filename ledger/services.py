@@ -13,11 +13,15 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import F
+from django.db import OperationalError, connection, transaction
+from django.db.models import Count, F, Sum
 from django.utils import timezone
 
+from ledger import selectors
 from ledger.models import (
+    Certification,
+    CertifiedTotal,
+    Contest,
     Contestant,
     Dispute,
     LedgerEntry,
@@ -393,6 +397,176 @@ def resolve_attention(*, reference: str, decision: Decision, actor: str, note: s
             payment.attention = Payment.Attention.NONE
             return _finish(payment, Payment.Status.CREDITED, why, actor=actor)
         raise CannotResolve(f"'{decision.value}' does not apply to a {payment.status} payment")
+
+
+# --- certified results ----------------------------------------------------------------------
+
+# Leaves per stored block of a certification's tree (a power of two): a receipt's proof reads
+# one block of entries; the certification keeps 32 bytes per block (32 KB per million entries).
+RESULT_BLOCK_LEAVES = 1024
+# How long finding the ledger horizon may wait for ledger writes in flight (and hold new ones
+# back behind it); past it, this run gives up and the next one tries again.
+HORIZON_LOCK_TIMEOUT = "2s"
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE when lock_timeout ran out
+
+
+class ContestNotClosed(Exception):
+    """Voting in the contest has not closed yet; nothing to certify."""
+
+    @staticmethod
+    def about(contest: Contest) -> str:
+        return f"{contest.slug} closes at {contest.closes_at.isoformat()}; certify it after that"
+
+
+class LedgerBusy(Exception):
+    """Ledger writes in flight did not finish within HORIZON_LOCK_TIMEOUT; try again."""
+
+
+class CertifyOutcome(StrEnum):
+    CERTIFIED = "certified"
+    AMENDED = "amended"
+    UNCHANGED = "unchanged"  # certified, and nothing in the ledger has changed since
+
+
+@dataclass(frozen=True)
+class Certifying:
+    outcome: CertifyOutcome
+    certification: Certification
+
+
+def certify_contest(*, contest_id: int, actor: str = "") -> Certifying:
+    """Freeze a closed contest's result, or amend it when its ledger has moved since.
+
+    Beat's job and certify_contest both certify through this one function, and record each
+    call in the operator log around it (ledger.operator_log.recorded wants no transaction
+    open, so the log's row is committed before the work starts); `actor` names who, empty for
+    beat, on the certification itself.
+
+    1. Refuse a contest still open or upcoming (ContestNotClosed).
+    2. Certified already, and no entry of the contest past the latest horizon: unchanged,
+       without taking any lock.
+    3. Find the ledger horizon: the highest entry id no later write can go below.
+    4. Recompute the result from the contest's entries up to it (no lock held): totals, votes
+       under dispute, the Merkle tree's blocks and root; and count its flagged payments.
+    5. One transaction under the contest's row lock: if another run wrote this already, it
+       stands (unchanged); else write certification 0, or the next amendment with what it
+       changes. The unique (contest, number) stops a second one even without the lock.
+    """
+    contest = Contest.objects.get(pk=contest_id)
+    if timezone.now() < contest.closes_at:
+        raise ContestNotClosed(ContestNotClosed.about(contest))
+    latest = selectors.latest_certification(contest=contest)
+    if latest is not None and not selectors.has_entries_between(
+        contest=contest, after=latest.horizon
+    ):
+        return Certifying(CertifyOutcome.UNCHANGED, latest)
+    horizon = _ledger_horizon()
+    result = selectors.ledger_result(
+        contest=contest, horizon=horizon, chunk_size=RESULT_BLOCK_LEAVES
+    )
+    flagged = selectors.flagged_by_reason(contest=contest)
+    with transaction.atomic():
+        Contest.objects.select_for_update().get(pk=contest.pk)
+        latest = selectors.latest_certification(contest=contest)
+        if latest is not None and not selectors.has_entries_between(
+            contest=contest, after=latest.horizon, up_to=horizon
+        ):
+            return Certifying(CertifyOutcome.UNCHANGED, latest)  # a concurrent run wrote it
+        certification = _write_certification(contest, result, flagged, latest, actor=actor)
+    outcome = CertifyOutcome.CERTIFIED if latest is None else CertifyOutcome.AMENDED
+    logger.info(
+        "contest certified",
+        extra={
+            "contest": contest.slug,
+            "outcome": outcome.value,
+            "number": certification.number,
+            "entries": certification.entries,
+            "root": certification.root,
+        },
+    )
+    return Certifying(outcome, certification)
+
+
+def _write_certification(
+    contest: Contest,
+    result: "selectors.LedgerResult",
+    flagged: dict[str, int],
+    latest: Certification | None,
+    *,
+    actor: str,
+) -> Certification:
+    certification = Certification.objects.create(
+        contest=contest,
+        number=0 if latest is None else latest.number + 1,
+        root=result.root.hex(),
+        entries=result.entries,
+        horizon=result.horizon,
+        chunk_size=result.chunk_size,
+        chunk_roots=b"".join(result.chunk_roots),
+        chunk_starts=result.chunk_starts,
+        flagged=flagged,
+        reason="" if latest is None else _amendment_reason(contest, latest, result.horizon),
+        actor=actor,
+        certified_at=timezone.now(),
+    )
+    CertifiedTotal.objects.bulk_create(
+        CertifiedTotal(
+            certification=certification,
+            contestant_id=contestant_id,
+            votes=votes,
+            votes_under_dispute=result.under_dispute[contestant_id],
+        )
+        for contestant_id, votes in sorted(result.votes.items())
+    )
+    return certification
+
+
+def _amendment_reason(contest: Contest, latest: Certification, horizon: int) -> str:
+    """E.g. "2 ledger entries since the certification: 1 credit (+2 votes), 1 reversal (-3
+    votes)"."""
+    new = (
+        selectors.entries_of(contest=contest)
+        .filter(id__gt=latest.horizon, id__lte=horizon)
+        .values("kind")
+        .annotate(count=Count("pk"), votes=Sum("votes"))
+        .order_by("kind")
+    )
+    parts = [f"{row['count']} {row['kind']} ({row['votes']:+d} votes)" for row in new]
+    since = "the certification" if latest.number == 0 else f"amendment {latest.number}"
+    total = sum(row["count"] for row in new)
+    entries = "ledger entry" if total == 1 else "ledger entries"
+    return f"{total} {entries} since {since}: {', '.join(parts)}"
+
+
+def _ledger_horizon() -> int:
+    """The highest ledger entry id below which no entry can still appear.
+
+    An entry's id is drawn when its INSERT runs, but the row shows only at COMMIT: a reader
+    may see entry 12 while entry 11 is still on its way, and a result over "entries up to 12"
+    would silently miss it. LOCK TABLE … IN SHARE MODE waits for every transaction that has
+    written an entry (each holds ROW EXCLUSIVE until it ends) and keeps new writes out while
+    held, so max(id) read under it is final: every later entry draws a larger id. The lock is
+    held for that one read, never while a result is computed; writes wait behind it at most
+    HORIZON_LOCK_TIMEOUT, and then this run gives up (LedgerBusy).
+    """
+    table = connection.ops.quote_name(LedgerEntry._meta.db_table)
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT current_setting('lock_timeout')")
+            before = cursor.fetchone()[0]
+            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [HORIZON_LOCK_TIMEOUT])
+            cursor.execute(f"LOCK TABLE {table} IN SHARE MODE")
+            cursor.execute(f"SELECT coalesce(max(id), 0) FROM {table}")
+            horizon = int(cursor.fetchone()[0])
+            # Inside a caller's transaction the setting would outlive this block.
+            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [before])
+    except OperationalError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+            raise
+        raise LedgerBusy(
+            f"ledger writes in flight held the ledger past {HORIZON_LOCK_TIMEOUT}"
+        ) from exc
+    return horizon
 
 
 # --- reconciliation -------------------------------------------------------------------------

@@ -18,10 +18,12 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from ledger.models import MAX_VOTES_PER_PAYMENT, Payment
+from ledger.models import MAX_VOTES_PER_PAYMENT, Contest, Payment
 from ledger.selectors import (
+    contest_by_slug,
     contestants_of,
     latest_dispute,
+    listed_contests,
     open_contest,
     payment_with_contestant,
 )
@@ -54,13 +56,49 @@ class Order:
     email: str
 
 
+CONTESTANT_FIELDS = ("id", "name", "slug", "votes", "votes_under_dispute")
+
+
+@never_cache
+@require_GET
+def api_contests(request: HttpRequest) -> JsonResponse:
+    """Every contest with its status: open first, then upcoming, then closed and certified."""
+    listed = listed_contests(now=timezone.now())
+    return JsonResponse(
+        {"contests": [contest_fields(item.contest, status=item.status) for item in listed]}
+    )
+
+
+@never_cache
+@require_GET
+def api_contest_contestants(request: HttpRequest, slug: str) -> JsonResponse:
+    """One contest's contestants and live totals, whatever its status; its page polls this."""
+    listed = contest_by_slug(slug=slug, now=timezone.now())
+    if listed is None:
+        return _error(404, "unknown contest")
+    rows = contestants_of(contest=listed.contest).values(*CONTESTANT_FIELDS)
+    return JsonResponse({"contestants": list(rows)})
+
+
 @never_cache
 @require_GET
 def api_contestants(request: HttpRequest) -> JsonResponse:
-    """The open contest's contestants and totals; the page polls this for live numbers."""
+    """The open contest's contestants and totals (the one closing first, if several are);
+    kept for clients of the single-contest API."""
     contestants = contestants_of(contest=open_contest(now=timezone.now()))
-    rows = contestants.values("id", "name", "slug", "votes", "votes_under_dispute")
-    return JsonResponse({"contestants": list(rows)})
+    return JsonResponse({"contestants": list(contestants.values(*CONTESTANT_FIELDS))})
+
+
+def contest_fields(contest: Contest, *, status: Contest.Status) -> dict[str, object]:
+    return {
+        "slug": contest.slug,
+        "name": contest.name,
+        "opens_at": contest.opens_at.isoformat(),
+        "closes_at": contest.closes_at.isoformat(),
+        "price_per_vote": contest.price_per_vote,
+        "currency": contest.currency,
+        "status": status.value,
+    }
 
 
 # The page's own script posts JSON here, and no session is used, so CSRF is exempt. A

@@ -1,27 +1,34 @@
-"""The pages a fan sees: the contest with live totals, the payer's return from Paystack, and
-the payment's status page. Each view parses, calls one function, and renders."""
+"""The pages a fan sees: the contests, one contest with its live leaderboard, the payer's
+return from Paystack, and the payment's status page with its receipt. Each view parses, calls
+one function, and renders."""
 
 import logging
+from dataclasses import dataclass
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from config.celery_app import PUBLISH_ERRORS
-from ledger.models import Payment
+from ledger.models import Contest, Payment
 from ledger.selectors import (
+    contest_by_slug,
     contestants_of,
     latest_dispute,
-    open_contest,
+    listed_contests,
     payment_with_contestant,
+    receipt_of,
 )
 from ledger.services import AWAITING_SETTLEMENT, verified_within_cooldown
 from paystack.types import is_reference
 from tasks.verification import verify_payment
 from voting.api import MAX_VOTES
+from voting.board import Line, board_of
 from voting.limits import seconds_to_wait
+from voting.results import receipt_document
 
 logger = logging.getLogger(__name__)
 
@@ -77,17 +84,68 @@ def _enqueue_verification(reference: str) -> None:
 # --- Pages --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Card:
+    contest: Contest
+    status: Contest.Status
+    price: str
+
+
+# The home page's sections, in order, and the statuses each lists.
+SECTIONS = [
+    ("open", "Open now", {Contest.Status.OPEN}),
+    ("upcoming", "Coming up", {Contest.Status.UPCOMING}),
+    ("closed", "Closed", {Contest.Status.CLOSED, Contest.Status.CERTIFIED}),
+]
+
+
 @require_GET
-def contest_page(request: HttpRequest) -> HttpResponse:
-    """The open contest with live totals and the form to buy votes."""
-    contest = open_contest(now=timezone.now())
+def home_page(request: HttpRequest) -> HttpResponse:
+    """Every contest: open ones first, then upcoming, then closed and certified ones."""
+    cards = [
+        Card(contest=item.contest, status=item.status, price=price_of(item.contest))
+        for item in listed_contests(now=timezone.now())
+    ]
+    sections = [
+        (key, heading, [card for card in cards if card.status in statuses])
+        for key, heading, statuses in SECTIONS
+    ]
+    return render(request, "voting/home.html", {"sections": sections, "any": bool(cards)})
+
+
+@require_GET
+def contest_page(request: HttpRequest, slug: str) -> HttpResponse:
+    """One contest: its leaderboard, live while votes can still move, and the form to buy
+    votes while it is open."""
+    listed = contest_by_slug(slug=slug, now=timezone.now())
+    if listed is None:
+        return render(request, "voting/contest_not_found.html", status=404)
+    contestants = list(contestants_of(contest=listed.contest))
+    board = board_of(
+        Line(
+            id=contestant.pk,
+            name=contestant.name,
+            slug=contestant.slug,
+            votes=contestant.votes,
+            votes_under_dispute=contestant.votes_under_dispute,
+        )
+        for contestant in contestants
+    )
     context = {
-        "contest": contest,
-        "contestants": contestants_of(contest=contest),
-        "price": format_amount(contest.price_per_vote, contest.currency) if contest else "",
+        "contest": listed.contest,
+        "status": listed.status,
+        # Totals move while open, and after the close until certified (late settlements).
+        "live": listed.status in (Contest.Status.OPEN, Contest.Status.CLOSED),
+        "board": board,
+        "contestants": contestants,
+        "price": price_of(listed.contest),
         "max_votes": MAX_VOTES,
     }
     return render(request, "voting/contest.html", context)
+
+
+def price_of(contest: Contest) -> str:
+    return format_amount(contest.price_per_vote, contest.currency)
 
 
 @never_cache
@@ -97,8 +155,15 @@ def payment_page(request: HttpRequest, reference: str) -> HttpResponse:
     payment = _payment(reference)
     if payment is None:
         return _not_found(request, reference)
+    receipt = receipt_of(payment=payment)
     context = {
         "payment": payment,
+        "contest": payment.contestant.contest,
+        "receipt": receipt,
+        "proof": receipt_document(request, payment, receipt),
+        "receipt_url": request.build_absolute_uri(
+            reverse("voting:payment-receipt", args=[payment.reference])
+        ),
         "amount": format_amount(payment.amount, payment.currency),
         "status_text": STATUS_WORDS[Payment.Status(payment.status)],
         "dispute": latest_dispute(payment),

@@ -20,7 +20,7 @@ def test_contest_page_shows_live_totals_and_the_form_to_buy_votes():
     ada = ContestantFactory(contest=contest, name="Ada", votes=12)
     bola = ContestantFactory(contest=contest, name="Bola", votes=0)
 
-    response = Client().get("/")
+    response = Client().get(f"/c/{contest.slug}/")
 
     assert response.status_code == 200
     html = response.content.decode()
@@ -37,27 +37,29 @@ def test_contest_page_shows_live_totals_and_the_form_to_buy_votes():
     for label in ('for="contestant"', 'for="votes"', 'for="email"'):
         assert label in html
     assert 'min="1" max="1000"' in html
-    assert "/api/contestants/" in html  # the live totals' poll
+    assert f'data-api="/api/contests/{contest.slug}/contestants/"' in html  # the live poll
+    assert 'data-live="1"' in html
     assert "/api/payments/" in html  # where the form posts
 
 
 def test_contest_page_escapes_names():
-    ContestantFactory(name="<script>alert(1)</script>")
+    contestant = ContestantFactory(name="<script>alert(1)</script>")
 
-    html = Client().get("/").content.decode()
+    html = Client().get(f"/c/{contestant.contest.slug}/").content.decode()
 
     assert "<script>alert(1)</script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
 
-def test_contest_page_says_so_when_no_contest_is_open():
-    ContestantFactory(contest__closes_at=timezone.now() - timedelta(hours=1))
+def test_a_closed_contest_shows_its_totals_but_no_form_to_buy_votes():
+    contestant = ContestantFactory(contest__closes_at=timezone.now() - timedelta(hours=1))
 
-    response = Client().get("/")
+    response = Client().get(f"/c/{contestant.contest.slug}/")
 
     assert response.status_code == 200
     html = response.content.decode()
-    assert "Voting is closed" in html
+    assert "voting closed" in html and "the result is being certified" in html
+    assert f'id="votes-{contestant.id}"' in html
     assert 'id="buy"' not in html
 
 
@@ -74,7 +76,7 @@ def test_status_page_of_a_pending_payment_polls_the_api():
     assert 'id="payment-status"' in html
     assert f'data-api="/api/payments/{payment.reference}/"' in html
     assert "setTimeout(poll" in html
-    assert 'href="/"' in html
+    assert f'href="/c/{payment.contestant.contest.slug}/"' in html  # back to its contest
     assert "no-cache" in response["Cache-Control"]
 
 

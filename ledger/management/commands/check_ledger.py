@@ -1,13 +1,26 @@
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ledger.models import Contestant, LedgerEntry
-from ledger.selectors import contestants_out_of_balance
+from ledger.models import Contest, Contestant, LedgerEntry
+from ledger.selectors import contestants_out_of_balance, latest_certification, result_differences
 
 
 class Command(BaseCommand):
-    help = "Exit 1 listing each contestant whose total differs from the sum of its ledger entries."
+    help = (
+        "Exit 1 listing each contestant whose total differs from the sum of its ledger entries; "
+        "with --results SLUG, recompute the contest's certified result and root instead."
+    )
 
-    def handle(self, *args: object, **options: object) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--results",
+            metavar="SLUG",
+            help="recompute this contest's latest certification from the ledger and compare",
+        )
+
+    def handle(self, *args: object, results: str | None, **options: object) -> None:
+        if results is not None:
+            self.check_results(results)
+            return
         broken = list(contestants_out_of_balance())
         for contestant in broken:
             self.stdout.write(
@@ -23,4 +36,21 @@ class Command(BaseCommand):
         )
         self.stdout.write(summary)
         if broken:
+            raise SystemExit(1)
+
+    def check_results(self, slug: str) -> None:
+        contest = Contest.objects.filter(slug=slug).first()
+        if contest is None:
+            raise CommandError(f"--results: no contest with slug {slug!r}", returncode=2)
+        certification = latest_certification(contest=contest)
+        if certification is None:
+            raise CommandError(f"--results: {slug} is not certified yet", returncode=2)
+        differences = result_differences(certification=certification)
+        for difference in differences:
+            self.stdout.write(f"DIFFERS {difference}")
+        self.stdout.write(
+            f"check_ledger --results {slug}: {certification}, {certification.entries} entries, "
+            f"root {certification.root}; {len(differences)} difference(s)"
+        )
+        if differences:
             raise SystemExit(1)

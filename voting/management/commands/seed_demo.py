@@ -1,3 +1,4 @@
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -6,12 +7,36 @@ from django.utils import timezone
 
 from ledger.models import Contest, Contestant
 
-DEMO_SLUG = "demo-finale"
-DEMO_NAMES = ["Ada", "Bola", "Chidi", "Dayo", "Efe", "Funke", "Gozie", "Halima"]
+
+@dataclass(frozen=True)
+class DemoContest:
+    slug: str
+    name: str
+    price_per_vote: int  # kobo
+    names: tuple[str, ...]
+
+
+# Two contests open at once, as on a real platform: each with its own price and contestants.
+DEMO_CONTESTS = (
+    DemoContest(
+        "demo-finale",
+        "Demo Finale",
+        5000,
+        ("Ada", "Bola", "Chidi", "Dayo", "Efe", "Funke", "Gozie", "Halima"),
+    ),
+    DemoContest(
+        "demo-rising-stars",
+        "Demo Rising Stars",
+        2000,
+        ("Ife", "Jide", "Kemi", "Lola", "Musa", "Nneka", "Obi", "Pelu"),
+    ),
+)
 
 
 class Command(BaseCommand):
-    help = "Create an open demo contest with N contestants; running it twice changes nothing."
+    help = (
+        "Create two open demo contests with N contestants each; running it twice changes nothing."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--contestants", type=int, default=4, help="how many (default 4)")
@@ -19,13 +44,17 @@ class Command(BaseCommand):
     def handle(self, *args: object, contestants: int, **options: object) -> None:
         if contestants < 1:
             raise CommandError("--contestants must be at least 1", returncode=2)
+        for demo in DEMO_CONTESTS:
+            self.seed(demo, contestants)
+
+    def seed(self, demo: DemoContest, contestants: int) -> None:
         now = timezone.now()
         with transaction.atomic():
             contest, created = Contest.objects.get_or_create(
-                slug=DEMO_SLUG,
+                slug=demo.slug,
                 defaults={
-                    "name": "Demo Finale",
-                    "price_per_vote": 5000,
+                    "name": demo.name,
+                    "price_per_vote": demo.price_per_vote,
                     "currency": "NGN",
                     "opens_at": now - timedelta(days=1),
                     "closes_at": now + timedelta(days=365),
@@ -33,7 +62,7 @@ class Command(BaseCommand):
             )
             added = 0
             for number in range(1, contestants + 1):
-                name = DEMO_NAMES[number - 1] if number <= len(DEMO_NAMES) else f"Act {number}"
+                name = demo.names[number - 1] if number <= len(demo.names) else f"Act {number}"
                 _, made = Contestant.objects.get_or_create(
                     contest=contest, slug=f"c{number}", defaults={"name": name}
                 )

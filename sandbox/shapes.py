@@ -19,7 +19,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sandbox.state import Dispute, Refund, Transaction
+    from sandbox.records import Dispute, Refund, Transaction
 
 INTEGRATION = 412829  # the merchant's integration id, as in Paystack's samples
 MERCHANT = "merchant@example.com"  # who "initiated" refunds on the dashboard

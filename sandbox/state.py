@@ -19,11 +19,12 @@ from __future__ import annotations
 import secrets
 import threading
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from sandbox import shapes
+from sandbox.records import Dispute, Refund, Transaction
 
 ENDPOINTS = ("initialize", "verify", "fetch", "list", "refund", "refund_list", "refund_fetch")
 # 200_html: a proxy's HTML page with status 200; 200_no_status: JSON 200 without "status".
@@ -43,63 +44,20 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def transaction_data(tx: Transaction, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``data`` object of verify, fetch, list items and ``charge.success``."""
+    out = shapes.transaction(tx)
+    if overrides:
+        out.update((k, v) for k, v in overrides.items() if k in OVERRIDABLE)
+    return out
+
+
 class Refused(Exception):
     """The gateway refuses the request: an HTTP status and Paystack's message."""
 
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
-
-
-@dataclass
-class Transaction:
-    id: int
-    reference: str
-    amount: int
-    currency: str
-    email: str
-    status: str
-    created_at: datetime
-    access_code: str
-    paid_at: datetime | None = None
-    callback_url: str | None = None
-    metadata: Any = None
-    refund_reference: str | None = None  # of a refund event delivered with no refund made
-    refunds: list[Refund] = field(default_factory=list)
-
-    def data(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The ``data`` object of verify, fetch, list items and ``charge.success``."""
-        out = shapes.transaction(self)
-        if overrides:
-            out.update((k, v) for k, v in overrides.items() if k in OVERRIDABLE)
-        return out
-
-
-@dataclass
-class Refund:
-    id: int
-    transaction: Transaction
-    amount: int
-    created_at: datetime
-    outcome: str = "pending"  # where it is going: a REFUND_OUTCOMES, or pending (in flight)
-    status: str = "pending"  # what the gateway's refund record says
-    counted: bool = False  # processed, and verify has caught up: counts toward "reversed"
-    refund_reference: str | None = None  # minted when it reaches an outcome
-    refunded_at: datetime | None = None
-    updated_at: datetime | None = None
-
-
-@dataclass
-class Dispute:
-    id: int
-    transaction: Transaction
-    refund_amount: int
-    created_at: datetime
-    status: str = "awaiting-merchant-feedback"
-    resolution: str | None = None
-    resolved_at: datetime | None = None
-    history: list[tuple[str, datetime]] = field(default_factory=list)
-    made: dict[str, dict[str, Any]] = field(default_factory=dict)  # event → data it carried
 
 
 @dataclass(frozen=True)
@@ -250,7 +208,7 @@ class Store:
             tx.status = status
             if status == "success":
                 tx.paid_at = now()
-            return tx.data()
+            return transaction_data(tx)
 
     def charge_event(self, reference: str) -> dict[str, Any] | None:
         """``data`` of a ``charge.success`` webhook: the stored truth (never overrides), paid.
@@ -262,18 +220,18 @@ class Store:
             tx = self.transactions.get(reference)
             if tx is None:
                 return None
-            return replace(tx, status="success", paid_at=tx.paid_at or now()).data()
+            return transaction_data(replace(tx, status="success", paid_at=tx.paid_at or now()))
 
     def data(self, tx: Transaction) -> dict[str, Any]:
         """The stored truth, which webhooks carry (overrides only change what verify reports)."""
         with self.lock:
-            return tx.data()
+            return transaction_data(tx)
 
     def report(self, key: str | int) -> dict[str, Any] | None:
         """What verify (by reference) or fetch (by id) reports, overrides applied; None: unknown."""
         with self.lock:
             tx = self.transactions.get(key) if isinstance(key, str) else self._find(key)
-            return tx.data(self.overrides.get(tx.reference)) if tx else None
+            return transaction_data(tx, self.overrides.get(tx.reference)) if tx else None
 
     def listing(self) -> list[dict[str, Any]]:
         """All transactions as verify reports them, newest first."""
@@ -281,7 +239,7 @@ class Store:
             txs = sorted(
                 self.transactions.values(), key=lambda t: (t.created_at, t.id), reverse=True
             )
-            return [t.data(self.overrides.get(t.reference)) for t in txs]
+            return [transaction_data(t, self.overrides.get(t.reference)) for t in txs]
 
     def override(self, reference: str, values: dict[str, Any]) -> dict[str, Any]:
         with self.lock:

@@ -9,7 +9,7 @@ import getpass
 import logging
 import os
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +85,11 @@ def _finish(record: Record, outcome: OperatorAction.Outcome, *, error: str = "")
             "operator_action": record.action.pk,
         },
     )
+
+
+def recorded_by_beat(action: str, arguments: dict[str, Any]) -> "AbstractContextManager[Record]":
+    """`recorded(...)` for one of beat's own jobs (the daily audit and prune, certification)."""
+    return recorded(action=action, actor="beat", via=OperatorAction.Via.BEAT, arguments=arguments)
 
 
 def add_actor_option(parser: CommandParser) -> None:

@@ -14,8 +14,8 @@ from celery import shared_task
 from django.utils import timezone
 
 from ledger import services
-from ledger.models import OperatorAction, Payment
-from ledger.operator_log import Record, recorded
+from ledger.models import Payment
+from ledger.operator_log import Record, recorded_by_beat
 from paystack.client import gateway
 from paystack.errors import GatewayError
 from paystack.types import Verification
@@ -132,11 +132,8 @@ def audit_gateway_daily() -> dict[str, int]:
     now = timezone.now()
     since, paid_since = now - DAILY_REVERSALS_WINDOW, now - DAILY_PAYMENTS_WINDOW
     try:
-        with recorded(
-            action="audit_gateway",
-            actor="beat",
-            via=OperatorAction.Via.BEAT,
-            arguments={"since": since.isoformat(), "paid_since": paid_since.isoformat()},
+        with recorded_by_beat(
+            "audit_gateway", {"since": since.isoformat(), "paid_since": paid_since.isoformat()}
         ) as record:
             report = audit_gateway(since=since, paid_since=paid_since)
             note_audit(record, report)

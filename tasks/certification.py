@@ -11,8 +11,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from ledger import services
-from ledger.models import Contest, OperatorAction
-from ledger.operator_log import recorded
+from ledger.models import Contest
+from ledger.operator_log import recorded_by_beat
 from ledger.selectors import contests_to_certify
 from tasks.locks import single_run
 
@@ -53,12 +53,7 @@ def certify_due_contests(*, budget_seconds: float | None = None) -> CertifyRepor
 def _certify(contest: Contest) -> str:
     """Certify or amend one contest, recorded in the operator log as beat's."""
     try:
-        with recorded(
-            action="certify_contest",
-            actor="beat",
-            via=OperatorAction.Via.BEAT,
-            arguments={"slug": contest.slug},
-        ) as record:
+        with recorded_by_beat("certify_contest", {"slug": contest.slug}) as record:
             certifying = services.certify_contest(contest_id=contest.pk)
             record.count({certifying.outcome.value: 1})
     except services.LedgerBusy as exc:

@@ -16,8 +16,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from ledger import services
-from ledger.models import OperatorAction
-from ledger.operator_log import Record, recorded
+from ledger.operator_log import Record, recorded_by_beat
 from tasks.locks import single_run
 from webhooks.models import Delivery
 
@@ -111,11 +110,8 @@ def prune_deliveries_daily() -> dict[str, int]:
     """Beat, daily: retention within PERIODIC_BUDGET_SECONDS (tomorrow's run goes on)."""
     deliveries_before, emails_before = retention_cutoffs()
     try:
-        with recorded(
-            action="prune_deliveries",
-            actor="beat",
-            via=OperatorAction.Via.BEAT,
-            arguments={"older_than_days": settings.DELIVERY_RETENTION_DAYS},
+        with recorded_by_beat(
+            "prune_deliveries", {"older_than_days": settings.DELIVERY_RETENTION_DAYS}
         ) as record:
             report = prune(
                 deliveries_before=deliveries_before,

@@ -9,7 +9,7 @@ WITH_ENV := set -a; . ./.env; set +a;
 # under .run/ that stop with the command (devstack/services.py).
 WITH_SERVICES := $(PY) -m devstack.services run --
 
-.PHONY: install up up-stack test lint format bench lock services-check
+.PHONY: install up up-stack test lint format bench lock services-check flower-login
 
 $(VENV)/.installed: requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,12 +24,18 @@ lock:  ## re-resolve requirements.lock after editing pyproject.toml (needs uv)
 # Flower refuses an empty or example password: each checkout's .env gets its own.
 .env:
 	cp .env.example .env
-	sed -i "s/^FLOWER_BASIC_AUTH=$$/FLOWER_BASIC_AUTH=admin:$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(18))')/" .env
+
+# Flower refuses to start without a login of its own (config/flower.py): give .env one, once,
+# whether make up wrote .env or you did.
+flower-login: .env
+	@grep -q '^FLOWER_BASIC_AUTH=.' .env || { sed -i '/^FLOWER_BASIC_AUTH=/d' .env; \
+		echo "FLOWER_BASIC_AUTH=admin:$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(18))')" >> .env; \
+		echo "make: wrote a Flower login into .env"; }
 
 services-check: install .env
 	$(WITH_ENV) $(PY) -m ops.preflight
 
-up: install .env  ## the whole stack: web, worker, beat, Flower and the sandbox; Ctrl-C stops it
+up: install .env flower-login  ## the whole stack: web, worker, beat, Flower and the sandbox; Ctrl-C stops it
 	@# A fresh .run/ but for the private services' directories: a private PostgreSQL keeps its
 	@# data like a system one, and either may be in use by a `make test` next door.
 	mkdir -p .run && find .run -mindepth 1 -maxdepth 1 ! -name postgres ! -name redis \

@@ -25,7 +25,7 @@ from bench.database import (
     store_deliveries,
 )
 from bench.environment import HOST
-from bench.events import WEBHOOK_PATH, http_get
+from bench.events import WEBHOOK_PATH, PaidPayment, http_get
 from bench.harness import (
     HOLD,
     Bench,
@@ -443,12 +443,7 @@ def end_to_end(bench: Bench) -> list[ScenarioResult]:
         payments = payment_specs(count, make_counters(1), label=f"bare{name}")
         bench.sandbox.pay(payments)
         label = f"end to end: baseline, round {name}"
-        posts = signed_posts(payments, bare_web)
-        cpu = bench.cpu()
-        run = bench.post(bare_web, posts, label)
-        drained = bench.drain(bare_votes, count, started=run.started, label=label)
-        spent = bench.cpu().since(cpu)
-        bench.finish_drain(drained)
+        run, drained, spent = _post_and_drain(bench, bare_web, payments, bare_votes, label)
         exactness = bare_exactness(count, capped=drained.capped or run.sent < count)
         return _end_to_end_round(run, drained, spent, exactness, name)
 
@@ -498,17 +493,29 @@ def _e2e_tally(bench: Bench, batch: int) -> RoundOf:
     def measure(count: int, name: str) -> Round:
         bench.clean()
         payments = bench.new_payments(count, 1, label=f"e2e{name}")
-        posts = signed_posts(payments, web)
-        cpu = bench.cpu()
         label = f"end to end: {who}, round {name}"
-        run = bench.post(web, posts, label)
-        drained = bench.drain(credited_payments, count, started=run.started, label=label)
-        spent = bench.cpu().since(cpu)
-        bench.finish_drain(drained)
+        run, drained, spent = _post_and_drain(bench, web, payments, credited_payments, label)
         exactness = ledger_exactness(payments, capped=drained.capped or run.sent < count)
         return _end_to_end_round(run, drained, spent, exactness, name)
 
     return measure
+
+
+def _post_and_drain(
+    bench: Bench,
+    port: int,
+    payments: list[PaidPayment],
+    count: Callable[[], int],
+    label: str,
+) -> tuple[LoadResult, Drain, float]:
+    """Post each payment's delivery, then wait until `count` says all are settled: the posts,
+    the drain (timed from the first post) and the CPU seconds of both."""
+    cpu = bench.cpu()
+    run = bench.post(port, signed_posts(payments, port), label)
+    drained = bench.drain(count, len(payments), started=run.started, label=label)
+    spent = bench.cpu().since(cpu)
+    bench.finish_drain(drained)
+    return run, drained, spent
 
 
 def _end_to_end_round(

@@ -28,15 +28,15 @@ from bench.environment import (
     process_environment,
 )
 from bench.processes import Stack, WebConfig, free_ports
-from bench.report import Console, ScenarioResult, table, to_json, write_json
+from bench.report import Console, ScenarioResult, latency_table, table, to_json, write_json
 
 LOCK_PATH = Path(tempfile.gettempdir()) / "tally-bench.lock"
 LOCK_WAIT_SECONDS = 600.0
 BUSY_WARNING = 0.25  # share of the CPU other work may use before the figures are doubtful
-ORDER = ("ingest", "settle", "settle32", "storm", "e2e", "metrics")
-# settle32 (32 settling transactions at once) and metrics (seeds a million deliveries, about a
-# minute) are asked for by name: they are not in the default run.
-DEFAULT_SCENARIOS = ("ingest", "settle", "storm", "e2e")
+ORDER = ("client", "ingest", "settle", "settle32", "storm", "e2e", "latency", "metrics")
+# client (the load client against wrk, once), settle32 (32 settling transactions at once) and
+# metrics (seeds a million deliveries, about a minute) are asked for by name.
+DEFAULT_SCENARIOS = ("ingest", "settle", "storm", "e2e", "latency")
 
 
 class BenchUnavailable(Exception):
@@ -51,9 +51,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--payments",
         type=int,
-        default=800,
-        help="payments per measured side (settle, end to end); ingest and the storm post "
-        "three times as many requests",
+        default=3000,
+        help="payments per measured round (settle, end to end; 3 rounds a side, after an "
+        "untimed warm-up); ingest posts three times as many requests a round",
     )
     parser.add_argument("--connections", type=int, default=16, help="concurrent client connections")
     parser.add_argument(
@@ -77,6 +77,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=1_000_000,
         help="deliveries in the large log of the metrics scenario (the small one has 1,000)",
     )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=32,
+        help="SETTLE_BATCH_SIZE of tally's batched rows (settle, settle32, e2e, latency); "
+        "1 leaves them out",
+    )
+    parser.add_argument(
+        "--latency-seconds",
+        type=float,
+        default=10.0,
+        help="how long each offered load of the latency scenario lasts",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="run tally's web and worker under py-spy in its measured rounds; flame graphs here",
+    )
+    parser.add_argument(
+        "--chart",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="draw the latency scenario's throughput and p99 by offered load here (SVG)",
+    )
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="write figures")
     parser.add_argument(
         "--logs", type=Path, default=None, metavar="DIR", help="keep the processes' logs here"
@@ -94,11 +121,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "web_workers",
         "web_threads",
         "metrics_rows",
+        "batch_size",
     ):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.duration is not None and args.duration <= 0:
         parser.error("--duration must be positive")
+    if args.latency_seconds <= 0:
+        parser.error("--latency-seconds must be positive")
+    if args.chart is not None and "latency" not in args.scenarios:
+        parser.error("--chart draws the latency scenario: add it to --scenarios")
     return args
 
 
@@ -185,9 +217,14 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         return 2
     sys.stdout.write(table(results) + "\n")
+    latencies = latency_table(results)
+    if latencies is not None:
+        sys.stdout.write("\n" + latencies + "\n")
     sys.stdout.write(_footer(meta) + "\n")
     if args.json is not None:
         write_json(args.json, to_json(results, meta))
+    if args.chart is not None:
+        _write_chart(args.chart, results, meta)
     if args.logs is None:
         shutil.rmtree(workdir, ignore_errors=True)
     inexact = [result.title for result in results if not result.exact]
@@ -212,6 +249,7 @@ def run(
     # Django is set up only now: these import tally's models and Celery app.
     from bench.database import create_baseline_tables, migrate
     from bench.harness import Bench, Options, Sandbox
+    from bench.profile import Profiler
     from bench.scenarios import SCENARIOS
 
     migrate(env)
@@ -237,9 +275,17 @@ def run(
             duration=args.duration,
             worker_concurrency=args.worker_concurrency,
             metrics_rows=args.metrics_rows,
+            batch_size=args.batch_size,
+            latency_seconds=args.latency_seconds,
+            profile=args.profile,
         )
+        profiler = Profiler(args.profile, stack) if args.profile is not None else None
         bench = Bench(
-            stack=stack, options=options, console=console, sandbox=Sandbox(stack.ports.sandbox_url)
+            stack=stack,
+            options=options,
+            console=console,
+            sandbox=Sandbox(stack.ports.sandbox_url),
+            profiler=profiler,
         )
         results: list[ScenarioResult] = []
         scenario_seconds: dict[str, float] = {}
@@ -247,6 +293,9 @@ def run(
             began = time.monotonic()
             results.extend(SCENARIOS[name](bench))
             scenario_seconds[name] = round(time.monotonic() - began, 1)
+        if profiler is not None:
+            console.step(f"writing flame graphs into {args.profile}")
+            profiler.write()
         console.step("done")
     finally:
         stack.stop_all()
@@ -261,6 +310,9 @@ def run(
             "connections": args.connections,
             "duration": args.duration,
             "worker_concurrency": args.worker_concurrency,
+            "batch_size": args.batch_size,
+            "latency_seconds": args.latency_seconds,
+            "profile": str(args.profile) if args.profile is not None else None,
             "scenarios": args.scenarios,
         },
         "web": {"workers": web.workers, "threads": web.threads},
@@ -294,11 +346,29 @@ def _fresh_stores() -> None:
         client.close()
 
 
+def _write_chart(path: Path, results: list[ScenarioResult], meta: dict[str, Any]) -> None:
+    from bench.chart import Series, render
+
+    options, machine = meta["options"], meta["machine"]
+    series = [
+        Series(result.title.removeprefix("settle latency "), result.details["levels"])
+        for result in results
+        if result.details.get("levels")
+    ]
+    caption = (
+        f"python -m bench, {time.strftime('%Y-%m-%d')}: {machine['nproc']} cores, worker "
+        f"prefork x{options['worker_concurrency']}, {options['latency_seconds']:g} s per load"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(series, caption=caption))
+
+
 def _footer(meta: dict[str, Any]) -> str:
     machine, options, web = meta["machine"], meta["options"], meta["web"]
     return (
         f"{machine['nproc']} cores, Python {machine['python']}; gunicorn {web['workers']} "
         f"workers x {web['threads']} threads; worker prefork x{options['worker_concurrency']}; "
-        f"{options['payments']} payments, {options['connections']} connections; "
+        f"{options['payments']} payments a round, batched K={options['batch_size']}, "
+        f"{options['connections']} connections; "
         f"{meta['seconds']:g} s in all"
     )

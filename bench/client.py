@@ -9,6 +9,10 @@ Closed loop: each of `connections` connections sends its next request as soon as
 answer is read, taking work from one shared list in order. Sending N copies of a delivery
 next to each other in that list therefore puts them in flight at the same moment on N
 different connections.
+
+Open loop, with a `schedule`: request i is sent `schedule[i]` seconds after the start (or as
+soon as a connection is free after that), whatever the answers before it took: load offered
+at a fixed rate, as payers do, rather than as fast as the server answers.
 """
 
 import asyncio
@@ -82,9 +86,13 @@ def run_load(
     connections: int,
     duration: float | None = None,
     progress: Progress | None = None,
+    schedule: Sequence[float] | None = None,
 ) -> LoadResult:
-    """Send every request (or as many as fit in `duration` seconds) over `connections`."""
-    return asyncio.run(_run(host, port, requests, connections, duration, progress))
+    """Send every request (or as many as fit in `duration` seconds) over `connections`;
+    with a `schedule` (seconds from the start, one per request), each not before its time."""
+    if schedule is not None and len(schedule) != len(requests):
+        raise ValueError("a schedule needs one time per request")
+    return asyncio.run(_run(host, port, requests, connections, duration, progress, schedule))
 
 
 async def _run(
@@ -94,6 +102,7 @@ async def _run(
     connections: int,
     duration: float | None,
     progress: Progress | None,
+    schedule: Sequence[float] | None,
 ) -> LoadResult:
     result = LoadResult(statuses=[NOT_ANSWERED] * len(requests))
     next_index = 0
@@ -112,6 +121,8 @@ async def _run(
         reader: asyncio.StreamReader | None = None
         writer: asyncio.StreamWriter | None = None
         while (index := take()) is not None:
+            if schedule is not None:
+                await asyncio.sleep(result.started + schedule[index] - time.perf_counter())
             began = time.perf_counter()
             try:
                 if writer is None:

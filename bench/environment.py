@@ -49,14 +49,18 @@ _PINNED = {
     "RATE_LIMIT_PAYMENTS": "1000000/m",
     "MAX_DELIVERY_ATTEMPTS": "10",
     "VERIFY_COOLDOWN_SECONDS": "30",
+    # One delivery per settling transaction unless a scenario's batched side asks for more
+    # (bench.processes.Stack.worker passes its own value to the worker).
+    "SETTLE_BATCH_SIZE": "1",
     # Logging costs: every process logs warnings only, as production would under load.
     "LOG_FORMAT": "json",
     "LOG_LEVEL": "WARNING",
     # Celery refuses to start as root without it; the bench runs wherever `make bench` does.
     "C_FORCE_ROOT": "1",
 }
-# Set elsewhere, these would change gunicorn's process model behind the bench's back.
-_DROPPED = ("WEB_CONCURRENCY", "GUNICORN_CMD_ARGS")
+# Set elsewhere, these would change gunicorn's process model, or how long a batch waits to
+# fill, behind the bench's back: without them the product's defaults apply.
+_DROPPED = ("WEB_CONCURRENCY", "GUNICORN_CMD_ARGS", "SETTLE_BATCH_WAIT_MS")
 
 
 @dataclass(frozen=True)

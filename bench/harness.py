@@ -15,7 +15,9 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -28,9 +30,11 @@ from bench.database import empty_tables, insert_payments, make_contestants, paym
 from bench.environment import BASELINE_TABLE, HOST, REDIS_URL
 from bench.events import FIRST_GATEWAY_ID, WEBHOOK_PATH, PaidPayment, charge_success, http_post
 from bench.processes import Stack
-from bench.report import Console, Exactness
+from bench.profile import Profiler
+from bench.report import Console, Exactness, Figure, Goal
 
-ROUNDS = 3  # per side of a paired figure
+ROUNDS = 3  # measured rounds per side of a figure
+WARM_UP = 200  # payments (or requests) of the untimed round a cold side runs first
 QUEUE = "celery"  # CELERY_TASK_DEFAULT_QUEUE: where gunicorn publishes and the worker reads
 HOLD = "bench-backlog"  # a backlog waits here, unread, until its drain is timed
 POLL_SECONDS = 0.05
@@ -38,11 +42,14 @@ POLL_SECONDS = 0.05
 
 @dataclass(frozen=True)
 class Options:
-    payments: int
+    payments: int  # per measured round (settle, end to end); ingest posts 3x as many
     connections: int
     duration: float | None
     worker_concurrency: int
     metrics_rows: int = 1_000_000  # the large delivery log of the metrics scenario
+    batch_size: int = 32  # SETTLE_BATCH_SIZE of the batched sides
+    latency_seconds: float = 10.0  # how long each offered load of the latency scenario lasts
+    profile: Path | None = None  # py-spy's output for tally's measured rounds
 
     @property
     def drain_timeout(self) -> float:
@@ -151,6 +158,10 @@ class Measured:
     def latency_ms(self, percentile: float) -> float:
         return _median([r.latency_ms(percentile) for r in self.rounds])
 
+    def values(self, of: Callable[[Round], float]) -> tuple[float, ...]:
+        """One figure of each round, in the order they ran."""
+        return tuple(of(r) for r in self.rounds)
+
     @property
     def cpu_ms(self) -> float:
         return _median([r.cpu_ms for r in self.rounds])
@@ -180,24 +191,46 @@ def _median(values: list[float]) -> float:
 
 
 RoundOf = Callable[[int, str], Round]
+GoalRule = Callable[[float, float | None], Goal]
 
 
-def paired(tally: RoundOf, baseline: RoundOf, total: int) -> tuple[Measured, Measured]:
-    """Tally and its baseline in interleaved rounds, A B B A A B, each a third of `total`.
+@dataclass(frozen=True)
+class Side:
+    """One contender of a figure: tally (unbatched or batched) or its bare baseline.
 
-    The machine's load drifts (neighbours' test runs come in bursts); interleaving puts both
-    sides through the same drift, and the median per side drops the worst-hit round, so
-    the ratio stays meaningful when the absolute figures move.
+    `batch_size` is the worker's SETTLE_BATCH_SIZE this side needs; None for a side any worker
+    serves (the baseline's tasks ignore it) or that needs none. tally's sides are profiled
+    under --profile.
     """
-    sizes = [total // ROUNDS + (1 if n < total % ROUNDS else 0) for n in range(ROUNDS)]
-    tally_side, baseline_side = Measured(), Measured()
-    for n, size in enumerate(sizes):
-        if not size:
-            continue
-        order = ((tally_side, tally), (baseline_side, baseline))
-        for side, measure in order if n % 2 == 0 else reversed(order):
-            side.rounds.append(measure(size, "abc"[n]))
-    return tally_side, baseline_side
+
+    name: str
+    measure: RoundOf
+    batch_size: int | None = None
+    profiled: bool = False
+
+
+def figure(
+    key: str,
+    label: str,
+    unit: str,
+    tally: Measured,
+    of: Callable[[Round], float],
+    baseline: Measured | None = None,
+    goal: GoalRule | None = None,
+) -> Figure:
+    """A figure from measured rounds: each side's median of `of`, and every round kept."""
+    value = _median(list(tally.values(of)))
+    base = _median(list(baseline.values(of))) if baseline is not None else None
+    return Figure(
+        key,
+        label,
+        value,
+        unit,
+        base,
+        goal(value, base) if goal is not None else None,
+        rounds=tally.values(of),
+        baseline_rounds=baseline.values(of) if baseline is not None else (),
+    )
 
 
 @dataclass
@@ -211,6 +244,49 @@ class Bench:
     # Figures one scenario lends another as a baseline (the bare ingest rate for the storm).
     lent: dict[str, float] = field(default_factory=dict)
     broker: redis.Redis = field(default_factory=lambda: redis.Redis.from_url(REDIS_URL))
+    profiler: Profiler | None = None
+    # Which worker start each side last warmed up on (key: scenario and side).
+    _warmed: dict[str, int] = field(default_factory=dict)
+
+    # -- rounds ------------------------------------------------------------------------------
+
+    def interleaved(
+        self, sides: Sequence[Side], *, scenario: str, concurrency: int | None
+    ) -> dict[str, Measured]:
+        """Every side in interleaved rounds, A B B A A B (with three: A B C C B A A B C), each
+        of --payments (the scenario scales it); each side's figure is the median of its rounds.
+
+        The machine's load drifts (neighbours' test runs come in bursts); interleaving puts all
+        sides through the same drift, and the median per side drops the worst-hit round, so
+        a ratio stays meaningful when the absolute figures move. With `concurrency`, a worker
+        runs with the SETTLE_BATCH_SIZE each side asks for; a side whose worker (or, without
+        one, whose scenario) is new to it first runs an untimed warm-up round, so that no
+        measured round pays for imports, connections and caches filling.
+        """
+        measured = {side.name: Measured() for side in sides}
+        for n in range(ROUNDS):
+            for side in sides if n % 2 == 0 else list(reversed(sides)):
+                self.use_worker(side, scenario=scenario, concurrency=concurrency)
+                recording = (
+                    self.profiler.recording(scenario, side.name)
+                    if self.profiler is not None and side.profiled
+                    else nullcontext()
+                )
+                with recording:
+                    measured[side.name].rounds.append(side.measure(self.options.payments, "abc"[n]))
+        return measured
+
+    def use_worker(self, side: Side, *, scenario: str, concurrency: int | None) -> None:
+        """The worker `side` needs (none without `concurrency`), and its warm-up round when
+        it has not run one on this worker in this scenario yet."""
+        if concurrency is not None:
+            batch_size = side.batch_size or self.stack.worker_batch_size or 1
+            self.stack.worker(concurrency=concurrency, batch_size=batch_size)
+        key = f"{scenario}.{side.name}"
+        if self._warmed.get(key) != self.stack.worker_starts:
+            warm = min(max(WARM_UP, 4 * (concurrency or 0)), self.options.payments)
+            side.measure(warm, "warm-up")
+            self._warmed[key] = self.stack.worker_starts
 
     # -- state -------------------------------------------------------------------------------
 
@@ -265,7 +341,15 @@ class Bench:
 
     # -- measuring ---------------------------------------------------------------------------
 
-    def post(self, port: int, requests: Sequence[bytes], label: str) -> LoadResult:
+    def post(
+        self,
+        port: int,
+        requests: Sequence[bytes],
+        label: str,
+        *,
+        schedule: Sequence[float] | None = None,
+    ) -> LoadResult:
+        """Closed loop at --connections, or open loop at the times of `schedule`."""
         self.console.step(label)
         return run_load(
             HOST,
@@ -274,6 +358,7 @@ class Bench:
             connections=self.options.connections,
             duration=self.options.duration,
             progress=self.console.progress,
+            schedule=schedule,
         )
 
     def drain(self, count: Callable[[], int], target: int, *, started: float, label: str) -> Drain:
@@ -361,6 +446,25 @@ def bare_votes() -> int:
     from bench.baseline_models import BareCounter
 
     return BareCounter.objects.aggregate(total=Sum("votes"))["total"] or 0
+
+
+def settle_latencies() -> tuple[list[float], float]:
+    """Each credited payment's settle latency in seconds (its delivery's received_at to its
+    credit entry's created_at), and the seconds from the first delivery stored to the last
+    credit. Reads every row: call it on a round's own clean tables."""
+    from ledger.models import LedgerEntry
+    from webhooks.models import Delivery
+
+    received = dict(Delivery.objects.values_list("reference", "received_at"))
+    credited = LedgerEntry.objects.filter(kind=LedgerEntry.Kind.CREDIT).values_list(
+        "payment__reference", "created_at"
+    )
+    pairs = [(received[ref], at) for ref, at in credited if ref in received]
+    if not pairs:
+        return [], 0.0
+    latencies = [(at - stored).total_seconds() for stored, at in pairs]
+    span = (max(at for _, at in pairs) - min(stored for stored, _ in pairs)).total_seconds()
+    return latencies, span
 
 
 def baseline_rows() -> int:

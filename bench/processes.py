@@ -45,7 +45,9 @@ class Stack(Processes):
 
     ports: Ports
     worker_concurrency: int = 0
+    worker_batch_size: int = 0
     worker_hostname: str = ""
+    worker_starts: int = 0  # how many workers were started: a new one is cold
 
     def sandbox(self) -> str:
         return self.start_sandbox(
@@ -59,26 +61,35 @@ class Stack(Processes):
         env); wait for it with `wait_for_web`, so several can boot at once."""
         return self.start_web(name, port=port, options=config.argv(), **env)
 
-    def worker(self, *, concurrency: int) -> None:
-        """Make sure a worker with `concurrency` prefork children runs and consumes.
+    def worker(self, *, concurrency: int, batch_size: int = 1) -> bool:
+        """Make sure a worker with `concurrency` prefork children and SETTLE_BATCH_SIZE
+        `batch_size` runs and consumes; True when one had to be started (it is cold).
 
         `--include bench.baseline_tasks` registers the baseline tasks in the same worker, so
         tally and the baseline are drained by identical processes.
         """
-        if self.worker_concurrency == concurrency and "worker" in self.processes:
-            return
+        wanted = (concurrency, batch_size)
+        if (self.worker_concurrency, self.worker_batch_size) == wanted and self.worker_running:
+            return False
         self.stop_worker()
-        self.worker_hostname = f"bench-{os.getpid()}-c{concurrency}@{socket.gethostname()}"
+        host = socket.gethostname()
+        self.worker_hostname = f"bench-{os.getpid()}-c{concurrency}-k{batch_size}@{host}"
         options = ["--pool", "prefork", "--concurrency", str(concurrency), "--loglevel"]
         options += ["WARNING", "--hostname", self.worker_hostname]
-        self.start_worker("worker", options=[*options, "--include", "bench.baseline_tasks"])
-        self.worker_concurrency = concurrency
+        self.start_worker(
+            "worker",
+            options=[*options, "--include", "bench.baseline_tasks"],
+            SETTLE_BATCH_SIZE=str(batch_size),
+        )
+        self.worker_concurrency, self.worker_batch_size = wanted
+        self.worker_starts += 1
         self.wait_until(self._worker_answers, "worker", timeout=60)
+        return True
 
     def stop_worker(self) -> None:
         if "worker" in self.processes:
             self.stop("worker")
-        self.worker_concurrency = 0
+        self.worker_concurrency = self.worker_batch_size = 0
 
     @property
     def worker_running(self) -> bool:

@@ -58,18 +58,28 @@ class Goal:
 
 @dataclass(frozen=True)
 class Figure:
+    """One line of the table: tally's median, its baseline's, and every round behind them."""
+
     key: str  # stable name in the JSON, e.g. "payments_per_s"
     label: str  # what the table says
     value: float
     unit: str
     baseline: float | None = None
     goal: Goal | None = None
+    rounds: tuple[float, ...] = ()  # tally's value in each measured round, in order
+    baseline_rounds: tuple[float, ...] = ()
 
     @property
     def ratio(self) -> float | None:
         if self.baseline is None or not self.baseline or math.isnan(self.baseline):
             return None
         return self.value / self.baseline
+
+    @property
+    def spread(self) -> tuple[float, float] | None:
+        """Lowest and highest of tally's rounds; None for a figure of one round or none."""
+        values = [value for value in self.rounds if not math.isnan(value)]
+        return (min(values), max(values)) if len(values) > 1 else None
 
 
 @dataclass
@@ -137,7 +147,17 @@ def _number(value: float | None) -> str:
 
 def table(results: list[ScenarioResult]) -> str:
     """The readable summary: one line per figure, exactness on each scenario's first line."""
-    header = ("scenario", "figure", "value", "unit", "baseline", "ratio", "goal", "exact?")
+    header = (
+        "scenario",
+        "figure",
+        "value",
+        "spread",
+        "unit",
+        "baseline",
+        "ratio",
+        "goal",
+        "exact?",
+    )
     rows: list[tuple[str, ...]] = []
     for result in results:
         for position, figure in enumerate(result.figures):
@@ -155,6 +175,7 @@ def table(results: list[ScenarioResult]) -> str:
                     result.title if position == 0 else "",
                     figure.label,
                     _number(figure.value),
+                    _spread(figure.spread),
                     figure.unit,
                     _number(figure.baseline),
                     f"{ratio:.2f}x" if ratio is not None else "-",
@@ -162,8 +183,15 @@ def table(results: list[ScenarioResult]) -> str:
                     exact,
                 )
             )
+    return _aligned(header, rows, right={2, 3, 5, 6})  # numbers line up on the right
+
+
+def _spread(spread: tuple[float, float] | None) -> str:
+    return "-" if spread is None else f"{_number(spread[0])}-{_number(spread[1])}"
+
+
+def _aligned(header: tuple[str, ...], rows: list[tuple[str, ...]], *, right: set[int]) -> str:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    right = {2, 4, 5}  # numbers line up on the right
 
     def line(cells: tuple[str, ...]) -> str:
         return "  ".join(
@@ -173,6 +201,30 @@ def table(results: list[ScenarioResult]) -> str:
 
     rule = "  ".join("-" * width for width in widths)
     return "\n".join([line(header), rule, *(line(row) for row in rows)])
+
+
+def latency_table(results: list[ScenarioResult]) -> str | None:
+    """Settle latency by offered load, for the scenarios that measured it (details["levels"]);
+    None when none did."""
+    header = ("scenario", "load", "offered", "achieved", "p50", "p95", "p99", "payments")
+    rows: list[tuple[str, ...]] = []
+    for result in results:
+        for position, level in enumerate(result.details.get("levels", [])):
+            rows.append(
+                (
+                    result.title if position == 0 else "",
+                    f"{level['load_percent']:g}%",
+                    f"{_number(level['offered_per_s'])}/s",
+                    f"{_number(level['achieved_per_s'])}/s",
+                    f"{_number(level['p50_ms'])} ms",
+                    f"{_number(level['p95_ms'])} ms",
+                    f"{_number(level['p99_ms'])} ms",
+                    str(level["payments"]),
+                )
+            )
+    if not rows:
+        return None
+    return _aligned(header, rows, right={1, 2, 3, 4, 5, 6, 7})
 
 
 def to_json(results: list[ScenarioResult], meta: dict[str, Any]) -> dict[str, Any]:
@@ -189,6 +241,9 @@ def to_json(results: list[ScenarioResult], meta: dict[str, Any]) -> dict[str, An
                     "ratio": _finite(figure.ratio),
                     "goal": figure.goal.text if figure.goal else None,
                     "goal_met": figure.goal.met if figure.goal else None,
+                    "spread": list(figure.spread) if figure.spread else None,
+                    "rounds": [_finite(value) for value in figure.rounds],
+                    "baseline_rounds": [_finite(value) for value in figure.baseline_rounds],
                 }
                 for figure in result.figures
             },

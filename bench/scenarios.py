@@ -1,16 +1,20 @@
-"""The scenarios: ingest, settle (hot and spread), duplicate storm, end to end, /metrics.
+"""The scenarios: the load client against wrk, ingest, settle (hot and spread), duplicate
+storm, end to end, settle latency against load, /metrics.
 
 Each round starts from a clean state and ends with its exactness check (bench.harness). Where
-a figure has a baseline, tally and the baseline run in interleaved rounds on the same servers,
-and each side's figure is the median of its rounds. Next to each rate stands the CPU that web,
-worker and PostgreSQL spent per unit of work (bench.cpu), which a busy neighbour moves less.
+a figure has a baseline, tally (one delivery per task, and batched) and the baseline run in
+interleaved rounds on the same servers, and each side's figure is the median of its rounds.
+Next to each rate stands the CPU that web, worker and PostgreSQL spent per unit of work
+(bench.cpu), which a busy neighbour moves less.
 """
 
 import time
 from collections.abc import Callable
+from functools import partial
 
 import requests
 
+from bench import wrk
 from bench.client import LoadResult, percentile_ms
 from bench.database import (
     SEEDED_FAILED,
@@ -21,23 +25,26 @@ from bench.database import (
     store_deliveries,
 )
 from bench.environment import HOST
-from bench.events import http_get
+from bench.events import WEBHOOK_PATH, PaidPayment, http_get
 from bench.harness import (
     HOLD,
     Bench,
     Drain,
+    GoalRule,
     Measured,
     Round,
     RoundOf,
+    Side,
     bare_exactness,
     bare_votes,
     baseline_rows,
     credited_payments,
+    figure,
     finished_deliveries,
     ledger_exactness,
     load_details,
-    paired,
     posted,
+    settle_latencies,
     signed_posts,
     stored_exactness,
 )
@@ -45,43 +52,83 @@ from bench.report import Exactness, Figure, Goal, ScenarioResult
 
 SPREAD_CONTESTANTS = 1000
 # Posting is cheap next to settling: ingest and the storm post this many requests per payment
-# of --payments, so their rounds last seconds, long enough for steady figures.
+# of --payments, so an ingest round lasts about 10 s at the rates seen on 2 cores.
 POSTS_PER_PAYMENT = 3
 STORM_COPIES = 10
-WARM_UP_REQUESTS = 200
-# Goals from the brief: figures to print, not assertions.
+# Goals from issue #16 ("Done when"): figures to print, not assertions.
 INGEST_RATIO_GOAL = 0.9
 INGEST_P99_GOAL_MS = 50.0
-SETTLE_HOT_RATIO_GOAL = 1.0
+SETTLE_RATIO_GOAL = 1.0  # one delivery per task, against the bare task
+SETTLE_BATCHED_RATIO_GOAL = 2.0  # SETTLE_BATCH_SIZE=K, against the same bare task
 HOT_OVER_SPREAD_GOAL = 0.9
 VERIFY_PER_CREDIT_GOAL = 1.05
-E2E_APPLIED_GOAL = 150.0
+E2E_RATIO_GOAL = 1.0
+LATENCY_LOADS = (25, 50, 75, 100)  # percent of the measured end-to-end capacity
+LATENCY_GOAL_LOAD = 50
+LATENCY_P50_GOAL_MS = 50.0
+LATENCY_P99_GOAL_MS = 250.0
+CLIENT_RATIO_GOAL = 0.9  # the bench's client reaches at least this share of wrk's rate
 METRICS_SMALL_LOG = 1000
 METRICS_SCRAPES = 40  # per kind of scrape and log size
 METRICS_WARM_UP = 16  # scrapes before the clock, one per gunicorn thread and more
 METRICS_FULL_SCANS = 5  # the old query is slow on a large log: fewer runs of it
 METRICS_FLAT_GOAL = 2.0  # a scrape over the large log costs at most this many times the small
 
+TALLY, BATCHED, BASELINE = "tally", "tally_batched", "baseline"
+
+
+def _rate(measured_round: Round) -> float:
+    return measured_round.rate
+
+
+def _cpu_ms(measured_round: Round) -> float:
+    return measured_round.cpu_ms
+
+
+def _post_rate(measured_round: Round) -> float:
+    return measured_round.post_rate
+
+
+def _percentile(percentile: int) -> Callable[[Round], float]:
+    return lambda measured_round: measured_round.latency_ms(percentile)
+
+
+def _ratio_goal(at_least: float) -> GoalRule:
+    def goal(value: float, baseline: float | None) -> Goal:
+        met = baseline is not None and value >= at_least * baseline
+        return Goal(f">= {at_least:g}x baseline", met)
+
+    return goal
+
+
+def _at_most(limit: float, unit: str) -> GoalRule:
+    return lambda value, _: Goal(f"<= {limit:g} {unit}", value <= limit)
+
 
 def _latency_figures(
     tally: Measured, baseline: Measured | None, *, percentiles: tuple[int, ...] = (50, 95, 99)
 ) -> list[Figure]:
     """Latency of the posts; the p99 goal is ingest's, shown where all three are."""
-    figures = []
-    for percentile in percentiles:
-        value = tally.latency_ms(percentile)
-        goal = None
-        if percentile == 99 and len(percentiles) == 3:
-            goal = Goal(f"<= {INGEST_P99_GOAL_MS:g} ms", value <= INGEST_P99_GOAL_MS)
-        base = baseline.latency_ms(percentile) if baseline is not None else None
-        figures.append(Figure(f"p{percentile}_ms", f"p{percentile}", value, "ms", base, goal))
-    return figures
+    return [
+        figure(
+            f"p{percentile}_ms",
+            f"p{percentile}",
+            "ms",
+            tally,
+            _percentile(percentile),
+            baseline,
+            _at_most(INGEST_P99_GOAL_MS, "ms")
+            if percentile == 99 and len(percentiles) == 3
+            else None,
+        )
+        for percentile in percentiles
+    ]
 
 
 def _cpu_figure(tally: Measured, baseline: Measured, unit: str) -> Figure:
     """CPU of web, worker and PostgreSQL per unit of work: steadier than a rate on a shared
     machine, and lower is better, so its ratio reads the other way round."""
-    return Figure(f"cpu_ms_per_{unit}", "CPU", tally.cpu_ms, f"ms/{unit}", baseline.cpu_ms)
+    return figure(f"cpu_ms_per_{unit}", "CPU", f"ms/{unit}", tally, _cpu_ms, baseline)
 
 
 def _details(tally: Measured, baseline: Measured | None = None) -> dict[str, object]:
@@ -89,6 +136,20 @@ def _details(tally: Measured, baseline: Measured | None = None) -> dict[str, obj
     if baseline is not None:
         details["baseline"] = baseline.details()
     return details
+
+
+def _tally_sides(bench: Bench, measure: Callable[[int], RoundOf]) -> list[Side]:
+    """tally one delivery per task, and (unless --batch-size 1) batched: `measure(K)` gives
+    the round of the side whose worker runs with SETTLE_BATCH_SIZE=K."""
+    sides = [Side(TALLY, measure(1), batch_size=1, profiled=True)]
+    if bench.options.batch_size > 1:
+        batch = bench.options.batch_size
+        sides.append(Side(BATCHED, measure(batch), batch_size=batch, profiled=True))
+    return sides
+
+
+def _batched_title(bench: Bench, title: str, side: str) -> str:
+    return title if side == TALLY else f"{title}, batched K={bench.options.batch_size}"
 
 
 # -- ingest -------------------------------------------------------------------------------
@@ -99,16 +160,12 @@ def ingest(bench: Bench) -> list[ScenarioResult]:
     bench.clean()
     bench.stack.stop_worker()  # the queue is purged after each round
     web, bare_web = bench.stack.ports.web, bench.stack.ports.baseline_web
-    # Every gunicorn thread opens its database and broker connections on its first request.
-    warm = payment_specs(min(WARM_UP_REQUESTS, bench.options.payments), [1], label="warm")
-    bench.post(web, signed_posts(warm, web), "ingest: warming up tally")
-    bench.post(bare_web, signed_posts(warm, bare_web), "ingest: warming up the baseline")
 
     def tally_round(count: int, name: str) -> Round:
         from webhooks.models import Delivery
 
         bench.clean()
-        payments = payment_specs(count, [1], label=f"ingest{name}")
+        payments = payment_specs(POSTS_PER_PAYMENT * count, [1], label=f"ingest{name}")
         posts = signed_posts(payments, web)
         cpu = bench.cpu()
         run = bench.post(web, posts, f"ingest: tally, round {name}")
@@ -120,7 +177,7 @@ def ingest(bench: Bench) -> list[ScenarioResult]:
 
     def bare_round(count: int, name: str) -> Round:
         bench.clean()
-        payments = payment_specs(count, [1], label=f"ingest{name}")
+        payments = payment_specs(POSTS_PER_PAYMENT * count, [1], label=f"ingest{name}")
         posts = signed_posts(payments, bare_web)
         cpu = bench.cpu()
         run = bench.post(bare_web, posts, f"ingest: baseline, round {name}")
@@ -128,18 +185,20 @@ def ingest(bench: Bench) -> list[ScenarioResult]:
         exactness = stored_exactness(run.answered_ok, baseline_rows(), 0)
         return posted(run, exactness, name=name, cpu_seconds=spent)
 
-    tally, bare = paired(tally_round, bare_round, POSTS_PER_PAYMENT * bench.options.payments)
+    sides = [Side(TALLY, tally_round, profiled=True), Side(BASELINE, bare_round)]
+    measured = bench.interleaved(sides, scenario="ingest", concurrency=None)
+    tally, bare = measured[TALLY], measured[BASELINE]
     bench.clean()
     bench.lent["bare_ingest_rate"] = bare.rate
-    met = tally.rate >= INGEST_RATIO_GOAL * bare.rate
     figures = [
-        Figure(
+        figure(
             "requests_per_s",
             "rate",
-            tally.rate,
             "requests/s",
-            bare.rate,
-            Goal(f">= {INGEST_RATIO_GOAL}x baseline", met),
+            tally,
+            _rate,
+            bare,
+            _ratio_goal(INGEST_RATIO_GOAL),
         ),
         *_latency_figures(tally, bare),
         _cpu_figure(tally, bare, "request"),
@@ -156,64 +215,85 @@ def ingest(bench: Bench) -> list[ScenarioResult]:
 
 
 def settle(bench: Bench, *, concurrency: int | None = None) -> list[ScenarioResult]:
-    """Queued deliveries drained by the worker: one hot contestant, then spread over 1,000.
+    """Queued deliveries drained by the worker: one hot contestant, then spread over 1,000;
+    tally one delivery per task and batched, each against the same bare task.
 
     `concurrency` is the worker's pool size (default --worker-concurrency); 32 settling
     transactions at once is this with another number, reported under its own keys.
     """
     concurrency = concurrency or bench.options.worker_concurrency
-    bench.stack.worker(concurrency=concurrency)
-    sides = {
-        layout: paired(
-            _settle_tally(bench, contestants, layout),
-            _settle_bare(bench, contestants, layout),
-            bench.options.payments,
-        )
-        for layout, contestants in (("hot", 1), ("spread", SPREAD_CONTESTANTS))
-    }
-    (hot, bare_hot), (spread, bare_spread) = sides["hot"], sides["spread"]
     suffix = "" if concurrency == bench.options.worker_concurrency else f"_c{concurrency}"
-    hot_goal = Goal(
-        f">= {SETTLE_HOT_RATIO_GOAL}x baseline", hot.rate >= SETTLE_HOT_RATIO_GOAL * bare_hot.rate
-    )
-    hot_over_spread = hot.rate / spread.rate
-    return [
-        ScenarioResult(
-            f"settle_hot{suffix}",
-            f"settle, one hot contestant (x{concurrency})",
-            [
-                Figure(
-                    "payments_per_s", "settled", hot.rate, "payments/s", bare_hot.rate, hot_goal
+    results = []
+    for layout, contestants, title in (
+        ("hot", 1, f"settle, one hot contestant (x{concurrency})"),
+        ("spread", SPREAD_CONTESTANTS, f"settle, spread over 1,000 (x{concurrency})"),
+    ):
+        sides = [
+            *_tally_sides(bench, partial(_settle_tally, bench, contestants, layout)),
+            Side(BASELINE, _settle_bare(bench, contestants, layout)),
+        ]
+        measured = bench.interleaved(
+            sides, scenario=f"settle_{layout}{suffix}", concurrency=concurrency
+        )
+        bare = measured[BASELINE]
+        for side, goal in ((TALLY, SETTLE_RATIO_GOAL), (BATCHED, SETTLE_BATCHED_RATIO_GOAL)):
+            if side not in measured:
+                continue
+            tally = measured[side]
+            key = f"settle_{layout}{'_batched' if side == BATCHED else ''}{suffix}"
+            figures = [
+                figure(
+                    "payments_per_s",
+                    "settled",
+                    "payments/s",
+                    tally,
+                    _rate,
+                    bare,
+                    _ratio_goal(goal),
                 ),
-                _cpu_figure(hot, bare_hot, "payment"),
-            ],
-            hot.exactness,
-            bare_hot.exactness,
-            _details(hot, bare_hot),
-        ),
-        ScenarioResult(
-            f"settle_spread{suffix}",
-            f"settle, spread over 1,000 (x{concurrency})",
-            [
-                Figure("payments_per_s", "settled", spread.rate, "payments/s", bare_spread.rate),
-                _cpu_figure(spread, bare_spread, "payment"),
-                Figure(
-                    "hot_over_spread",
-                    "hot / spread",
-                    hot_over_spread,
-                    "ratio",
-                    bare_hot.rate / bare_spread.rate,
-                    Goal(f">= {HOT_OVER_SPREAD_GOAL}", hot_over_spread >= HOT_OVER_SPREAD_GOAL),
-                ),
-            ],
-            spread.exactness,
-            bare_spread.exactness,
-            _details(spread, bare_spread),
-        ),
-    ]
+                _cpu_figure(tally, bare, "payment"),
+            ]
+            results.append(
+                ScenarioResult(
+                    key,
+                    _batched_title(bench, title, side),
+                    figures,
+                    tally.exactness,
+                    bare.exactness,
+                    _details(tally, bare),
+                )
+            )
+    return _with_hot_over_spread(results)
 
 
-def _settle_tally(bench: Bench, contestants: int, layout: str) -> RoundOf:
+def _with_hot_over_spread(results: list[ScenarioResult]) -> list[ScenarioResult]:
+    """Each spread result gains hot / spread: one hot contestant must not serialise settling."""
+    by_key = {result.key: result for result in results}
+    for result in results:
+        hot = by_key.get(result.key.replace("settle_spread", "settle_hot"))
+        if "settle_spread" not in result.key or hot is None:
+            continue
+        hot_rate, spread_rate = hot.figures[0], result.figures[0]
+        value = hot_rate.value / spread_rate.value
+        base = None
+        if hot_rate.baseline and spread_rate.baseline:
+            base = hot_rate.baseline / spread_rate.baseline
+        result.figures.append(
+            Figure(
+                "hot_over_spread",
+                "hot / spread",
+                value,
+                "ratio",
+                base,
+                Goal(f">= {HOT_OVER_SPREAD_GOAL}", value >= HOT_OVER_SPREAD_GOAL),
+            )
+        )
+    return results
+
+
+def _settle_tally(bench: Bench, contestants: int, layout: str, batch: int) -> RoundOf:
+    who = "tally" if batch == 1 else f"tally K={batch}"
+
     def measure(count: int, name: str) -> Round:
         from tasks.deliveries import process_delivery
 
@@ -222,7 +302,7 @@ def _settle_tally(bench: Bench, contestants: int, layout: str) -> RoundOf:
         # What tasks.deliveries.enqueue_deliveries sends, held back until the clock starts.
         for delivery_id in store_deliveries(payments):
             process_delivery.apply_async((delivery_id, 1), queue=HOLD)
-        label = f"settle {layout}: tally, round {name}"
+        label = f"settle {layout}: {who}, round {name}"
         drained, spent = _drain_backlog(bench, finished_deliveries, count, label)
         exactness = ledger_exactness(payments, capped=drained.capped)
         return _drained(drained, spent, exactness, name)
@@ -354,62 +434,88 @@ def storm(bench: Bench) -> list[ScenarioResult]:
 
 def end_to_end(bench: Bench) -> list[ScenarioResult]:
     """Signed posts and settling together on one hot contestant, worker running: from the
-    first post until the last payment is credited."""
-    web, bare_web = bench.stack.ports.web, bench.stack.ports.baseline_web
-    bench.stack.worker(concurrency=bench.options.worker_concurrency)
-
-    def tally_round(count: int, name: str) -> Round:
-        bench.clean()
-        payments = bench.new_payments(count, 1, label=f"e2e{name}")
-        posts = signed_posts(payments, web)
-        cpu = bench.cpu()
-        run = bench.post(web, posts, f"end to end: tally, round {name}")
-        drained = bench.drain(
-            credited_payments, count, started=run.started, label=f"end to end: tally, {name}"
-        )
-        spent = bench.cpu().since(cpu)
-        bench.finish_drain(drained)
-        exactness = ledger_exactness(payments, capped=drained.capped or run.sent < count)
-        return _end_to_end_round(run, drained, spent, exactness, name)
+    first post until the last payment is credited; tally unbatched and batched, each against
+    the bare pipeline (bare view, bare task)."""
+    bare_web = bench.stack.ports.baseline_web
 
     def bare_round(count: int, name: str) -> Round:
         bench.clean()
         payments = payment_specs(count, make_counters(1), label=f"bare{name}")
         bench.sandbox.pay(payments)
         label = f"end to end: baseline, round {name}"
-        posts = signed_posts(payments, bare_web)
-        cpu = bench.cpu()
-        run = bench.post(bare_web, posts, label)
-        drained = bench.drain(bare_votes, count, started=run.started, label=label)
-        spent = bench.cpu().since(cpu)
-        bench.finish_drain(drained)
+        run, drained, spent = _post_and_drain(bench, bare_web, payments, bare_votes, label)
         exactness = bare_exactness(count, capped=drained.capped or run.sent < count)
         return _end_to_end_round(run, drained, spent, exactness, name)
 
-    tally, bare = paired(tally_round, bare_round, bench.options.payments)
-    figures = [
-        Figure(
-            "applied_per_s",
-            "applied",
-            tally.rate,
-            "payments/s",
-            bare.rate,
-            Goal(f">= {E2E_APPLIED_GOAL:g}/s", tally.rate >= E2E_APPLIED_GOAL),
-        ),
-        Figure("posts_per_s", "ingest rate", tally.post_rate, "requests/s", bare.post_rate),
-        *_latency_figures(tally, bare, percentiles=(99,)),
-        _cpu_figure(tally, bare, "payment"),
-    ]
-    return [
-        ScenarioResult(
-            "e2e",
-            "end to end, hot",
-            figures,
-            tally.exactness,
-            bare.exactness,
-            _details(tally, bare),
+    sides = [*_tally_sides(bench, partial(_e2e_tally, bench)), Side(BASELINE, bare_round)]
+    measured = bench.interleaved(
+        sides, scenario="e2e", concurrency=bench.options.worker_concurrency
+    )
+    bare = measured[BASELINE]
+    results = []
+    for side in (TALLY, BATCHED):
+        if side not in measured:
+            continue
+        tally = measured[side]
+        # The latency scenario offers load as a share of this, when it runs after.
+        bench.lent[f"capacity_{side}"] = tally.rate
+        figures = [
+            figure(
+                "applied_per_s",
+                "applied",
+                "payments/s",
+                tally,
+                _rate,
+                bare,
+                _ratio_goal(E2E_RATIO_GOAL),
+            ),
+            figure("posts_per_s", "ingest rate", "requests/s", tally, _post_rate, bare),
+            *_latency_figures(tally, bare, percentiles=(99,)),
+            _cpu_figure(tally, bare, "payment"),
+        ]
+        results.append(
+            ScenarioResult(
+                "e2e" if side == TALLY else "e2e_batched",
+                _batched_title(bench, "end to end, hot", side),
+                figures,
+                tally.exactness,
+                bare.exactness,
+                _details(tally, bare),
+            )
         )
-    ]
+    return results
+
+
+def _e2e_tally(bench: Bench, batch: int) -> RoundOf:
+    web = bench.stack.ports.web
+    who = "tally" if batch == 1 else f"tally K={batch}"
+
+    def measure(count: int, name: str) -> Round:
+        bench.clean()
+        payments = bench.new_payments(count, 1, label=f"e2e{name}")
+        label = f"end to end: {who}, round {name}"
+        run, drained, spent = _post_and_drain(bench, web, payments, credited_payments, label)
+        exactness = ledger_exactness(payments, capped=drained.capped or run.sent < count)
+        return _end_to_end_round(run, drained, spent, exactness, name)
+
+    return measure
+
+
+def _post_and_drain(
+    bench: Bench,
+    port: int,
+    payments: list[PaidPayment],
+    count: Callable[[], int],
+    label: str,
+) -> tuple[LoadResult, Drain, float]:
+    """Post each payment's delivery, then wait until `count` says all are settled: the posts,
+    the drain (timed from the first post) and the CPU seconds of both."""
+    cpu = bench.cpu()
+    run = bench.post(port, signed_posts(payments, port), label)
+    drained = bench.drain(count, len(payments), started=run.started, label=label)
+    spent = bench.cpu().since(cpu)
+    bench.finish_drain(drained)
+    return run, drained, spent
 
 
 def _end_to_end_round(
@@ -422,6 +528,187 @@ def _end_to_end_round(
     measured.done, measured.seconds = drained.done, drained.elapsed
     measured.details.update(post_rate=round(measured.post_rate, 1), capped=drained.capped)
     return measured
+
+
+# -- settle latency against offered load ----------------------------------------------------
+
+
+def latency(bench: Bench) -> list[ScenarioResult]:
+    """Settle latency (delivery stored -> votes credited) at 25/50/75/100 % of capacity.
+
+    Capacity is tally's end-to-end rate: the e2e scenario's median when it ran, else one
+    closed-loop round of --payments. Each load is then offered open loop (posts evenly spaced
+    at the rate, worker running) for --latency-seconds, and each payment's latency is read
+    from the database: its delivery's received_at (PostgreSQL's now() in the endpoint's
+    upsert) to its credit ledger entry's created_at (the worker's clock as it writes the
+    entry, inside the credit's transaction). Unbatched and, unless --batch-size 1, batched.
+    """
+    results = []
+    for side in _tally_sides(bench, partial(_e2e_tally, bench)):
+        bench.use_worker(side, scenario="latency", concurrency=bench.options.worker_concurrency)
+        capacity = bench.lent.get(f"capacity_{side.name}")
+        if capacity is None:
+            capacity = side.measure(bench.options.payments, "capacity").rate
+        levels, exactness = [], Exactness(0, 0, 0)
+        for load in LATENCY_LOADS:
+            level, checked = _latency_level(bench, side, capacity * load / 100, load)
+            levels.append(level)
+            exactness = exactness + checked
+        at_goal = next(level for level in levels if level["load_percent"] == LATENCY_GOAL_LOAD)
+        p50, p99 = at_goal["p50_ms"], at_goal["p99_ms"]
+        figures = [
+            Figure("capacity_per_s", "capacity", capacity, "payments/s"),
+            Figure(
+                "settle_p50_ms_at_half",
+                f"p50 at {LATENCY_GOAL_LOAD}%",
+                p50,
+                "ms",
+                goal=Goal(f"<= {LATENCY_P50_GOAL_MS:g} ms", p50 <= LATENCY_P50_GOAL_MS),
+            ),
+            Figure(
+                "settle_p99_ms_at_half",
+                f"p99 at {LATENCY_GOAL_LOAD}%",
+                p99,
+                "ms",
+                goal=Goal(f"<= {LATENCY_P99_GOAL_MS:g} ms", p99 <= LATENCY_P99_GOAL_MS),
+            ),
+        ]
+        title = _batched_title(
+            bench, f"settle latency (x{bench.options.worker_concurrency})", side.name
+        )
+        key = "latency" if side.name == TALLY else "latency_batched"
+        results.append(ScenarioResult(key, title, figures, exactness, details={"levels": levels}))
+    return results
+
+
+def _latency_level(
+    bench: Bench, side: Side, rate: float, load: int
+) -> tuple[dict[str, float], Exactness]:
+    """Offer `rate` payments/s for --latency-seconds, wait until all are credited, and read
+    each one's settle latency from the database."""
+    web = bench.stack.ports.web
+    bench.clean()
+    count = max(round(rate * bench.options.latency_seconds), 10)
+    payments = bench.new_payments(count, 1, label=f"latency{load}")
+    posts = signed_posts(payments, web)
+    schedule = [n / rate for n in range(count)]
+    label = f"latency: {side.name} at {load}% ({rate:.0f}/s)"
+    run = bench.post(web, posts, label, schedule=schedule)
+    drained = bench.drain(credited_payments, count, started=run.started, label=label)
+    bench.finish_drain(drained)
+    exactness = ledger_exactness(payments, capped=drained.capped or run.sent < count)
+    latencies, span = settle_latencies()
+    level = {
+        "load_percent": load,
+        "offered_per_s": round(rate, 1),
+        "achieved_per_s": round(len(latencies) / span, 1) if span else float("nan"),
+        "p50_ms": round(percentile_ms(latencies, 50), 1),
+        "p95_ms": round(percentile_ms(latencies, 95), 1),
+        "p99_ms": round(percentile_ms(latencies, 99), 1),
+        "payments": len(latencies),
+        "post_p99_ms": round(run.latency_ms(99), 1),
+    }
+    return level, exactness
+
+
+# -- the load client against wrk ------------------------------------------------------------
+
+
+def client(bench: Bench) -> list[ScenarioResult]:
+    """The bench's asyncio client and wrk, each at --connections against the bare view (the
+    fastest server here, so the hardest test of a client), in interleaved rounds: if the
+    client reaches about wrk's rate, the client is not what limits the ingest figures."""
+    if not wrk.available():
+        bench.console.note("client: wrk is not installed; skipped")
+        return []
+    bench.clean()
+    bench.stack.stop_worker()
+    bare_web = bench.stack.ports.baseline_web
+    seconds: list[float] = []
+
+    def client_round(count: int, name: str) -> Round:
+        bench.clean()
+        payments = payment_specs(POSTS_PER_PAYMENT * count, [1], label=f"client{name}")
+        cpu = bench.cpu()
+        run = bench.post(bare_web, signed_posts(payments, bare_web), f"client: asyncio, {name}")
+        spent = bench.cpu().since(cpu)
+        seconds.append(run.elapsed)
+        exactness = stored_exactness(run.answered_ok, baseline_rows(), 0)
+        return posted(run, exactness, name=name, cpu_seconds=spent)
+
+    def wrk_round(count: int, name: str) -> Round:
+        bench.clean()
+        payments = payment_specs(POSTS_PER_PAYMENT * count, [1], label=f"wrk{name}")
+        bench.console.step(f"client: wrk, {name}")
+        cpu = bench.cpu()
+        run = wrk.run_wrk(
+            f"http://{HOST}:{bare_web}{WEBHOOK_PATH}",
+            signed_posts(payments, bare_web),
+            connections=bench.options.connections,
+            seconds=seconds[-1] if seconds else 5.0,  # as long as the client's last round
+            workdir=bench.stack.workdir,
+        )
+        spent = bench.cpu().since(cpu)
+        stored = _settled_count(baseline_rows)
+        return Round(
+            name=name,
+            done=run.requests,
+            seconds=run.seconds,
+            # wrk stops mid-request at its deadline: a few more rows than answers is expected.
+            exactness=Exactness(
+                checked=run.requests, lost=max(run.requests - stored, 0), doubled=0
+            ),
+            errors=run.non_2xx + run.socket_errors,
+            cpu_seconds=spent,
+            details={
+                "p50_ms": run.p50_ms,
+                "p99_ms": run.p99_ms,
+                "client_cpu_share": round(run.cpu_seconds / run.seconds, 3),
+            },
+        )
+
+    sides = [Side("asyncio", client_round), Side("wrk", wrk_round)]
+    measured = bench.interleaved(sides, scenario="client", concurrency=None)
+    ours, theirs = measured["asyncio"], measured["wrk"]
+    bench.clean()
+
+    def client_cpu(measured_round: Round) -> float:
+        return float(measured_round.details["client_cpu_share"])
+
+    figures = [
+        figure(
+            "requests_per_s",
+            "rate",
+            "requests/s",
+            ours,
+            _rate,
+            theirs,
+            _ratio_goal(CLIENT_RATIO_GOAL),
+        ),
+        figure("client_cpu_share", "client CPU", "cores", ours, client_cpu, theirs),
+    ]
+    return [
+        ScenarioResult(
+            "client",
+            f"load client vs wrk ({bench.options.connections} conn.)",
+            figures,
+            ours.exactness,
+            theirs.exactness,
+            {"asyncio": ours.details(), "wrk": theirs.details()},
+        )
+    ]
+
+
+def _settled_count(count: Callable[[], int], pause: float = 0.3) -> int:
+    """`count` once it stops moving: wrk stops with requests in flight, which the server still
+    stores (and publishes) after wrk has gone; the next round's clean state must not get them."""
+    last = count()
+    while True:
+        time.sleep(pause)
+        now = count()
+        if now == last:
+            return now
+        last = now
 
 
 # -- /metrics -----------------------------------------------------------------------------
@@ -550,10 +837,12 @@ def settle_32(bench: Bench) -> list[ScenarioResult]:
 
 
 SCENARIOS: dict[str, Callable[[Bench], list[ScenarioResult]]] = {
+    "client": client,
     "ingest": ingest,
     "settle": settle,
     "settle32": settle_32,
     "storm": storm,
     "e2e": end_to_end,
+    "latency": latency,
     "metrics": metrics,
 }

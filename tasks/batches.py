@@ -91,16 +91,25 @@ Answer = Verification | Exception
 
 def verify_all(references: list[str]) -> dict[str, Answer]:
     """The gateway's answer for each reference, asked concurrently (VERIFY_THREADS at a time),
-    or the error that call raised. A call still unanswered after two gateway timeouts counts
-    as an outage (the task must end before its lease does; its thread is left to finish)."""
+    or the error that call raised.
+
+    The task must end before its lease does. Calls not started while two gateway timeouts of
+    the task's soft time limit are left are never made, and count as an outage (retried
+    later); the calls under way then have one more timeout to answer. A call that was made
+    is not cut short: its answer settles the payment, so a slow gateway is never asked
+    twice for one payment."""
     if len(references) == 1:
         return {references[0]: _answer(references[0])}
     futures = {reference: _verifier().submit(_answer, reference) for reference in references}
-    wait(futures.values(), timeout=2 * settings.PAYSTACK_TIMEOUT)
+    timeout = settings.PAYSTACK_TIMEOUT
+    wait(futures.values(), timeout=settings.TASK_SOFT_TIME_LIMIT - 2 * timeout)
+    for future in futures.values():
+        future.cancel()  # only those not started; a finished or running one is left as is
+    wait(futures.values(), timeout=timeout)
     return {
         reference: future.result()
-        if future.done()
-        else GatewayUnavailable(f"verify {reference}: no answer in time")
+        if future.done() and not future.cancelled()
+        else GatewayUnavailable(f"verify {reference}: not asked in time")
         for reference, future in futures.items()
     }
 

@@ -228,6 +228,8 @@ def _settle_answered(
     """Step 4: settle the answered payments and finish their deliveries in one transaction.
     On an unexpected error, each through the single path; the errors of that go to
     `errors`."""
+    if not answered:
+        return {}
     by_reference = {delivery.reference: delivery for delivery in answered}
     finished: set[Message] = set()
 

@@ -46,7 +46,7 @@ def paid(gateway, count: int, *, votes: int = 2) -> list[Delivery]:
     """`count` pending payments of one contestant, each with its queued charge.success
     delivery, that the gateway says are paid."""
     contestant = ContestantFactory()
-    deliveries = []
+    deliveries: list[Delivery] = []
     for _ in range(count):
         payment = PaymentFactory(contestant=contestant, votes=votes)
         says(gateway, payment)
@@ -134,7 +134,7 @@ def test_a_mixed_batch_gives_each_delivery_its_own_outcome(gateway, sent):
         json={"status": False, "message": "Transaction reference not found."},
     )
     settled = PaymentFactory(contestant=contestant, status="credited", credited_at=timezone.now())
-    others = [
+    others: list[Delivery] = [
         DeliveryFactory(payment=mismatch),
         DeliveryFactory(payment=down),
         DeliveryFactory(payment=unknown_to_gateway),

@@ -228,9 +228,7 @@ def test_the_credit_and_the_processed_mark_commit_together(gateway, settings, ba
 
     with (
         mock.patch.object(Delivery.objects, "finish", side_effect=RuntimeError("db gone")),
-        mock.patch.object(
-            Delivery.objects, "finish_together", side_effect=RuntimeError("db gone")
-        ),
+        mock.patch.object(Delivery.objects, "finish_together", side_effect=RuntimeError("db gone")),
         pytest.raises(RuntimeError),
     ):
         process_delivery.apply(args=(delivery.pk,), throw=True)

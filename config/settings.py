@@ -111,6 +111,13 @@ WEBHOOK_MAX_BYTES = env_int("WEBHOOK_MAX_BYTES", 262144, minimum=1)
 STUCK_AFTER_SECONDS = env_int("STUCK_AFTER_SECONDS", 60, minimum=4)
 MAX_DELIVERY_ATTEMPTS = env_int("MAX_DELIVERY_ATTEMPTS", 10, minimum=1)
 VERIFY_COOLDOWN_SECONDS = env_int("VERIFY_COOLDOWN_SECONDS", 30, minimum=0)
+# Batched settlement (docs/delivery-engine.md#batched-settlement): a worker that claims a
+# charge.success delivery also claims up to SETTLE_BATCH_SIZE - 1 further due ones, verifies
+# them together and settles them in one transaction; 1 settles each delivery on its own.
+SETTLE_BATCH_SIZE = env_int("SETTLE_BATCH_SIZE", 32, minimum=1)
+# How long such a worker may wait for more due deliveries when it found fewer than it could
+# take; 0 settles what it found at once.
+SETTLE_BATCH_WAIT_MS = env_int("SETTLE_BATCH_WAIT_MS", 0, minimum=0)
 RECONCILE_AFTER_SECONDS = env_int("RECONCILE_AFTER_SECONDS", 900, minimum=0)
 PAYMENT_EXPIRES_AFTER_SECONDS = env_int("PAYMENT_EXPIRES_AFTER_SECONDS", 86400, minimum=1)
 DELIVERY_RETENTION_DAYS = env_int("DELIVERY_RETENTION_DAYS", 90, minimum=1)

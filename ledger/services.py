@@ -8,9 +8,12 @@ not final for money; take votes back once when the gateway confirms the charge r
 
 import logging
 import secrets
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Protocol
 
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
@@ -68,6 +71,89 @@ AWAITING_REVERSAL = frozenset(
 )
 
 
+# --- how the rules write ----------------------------------------------------------------------
+
+
+class _Writes(Protocol):
+    """Where the settle rules send their writes: at once (one payment), or gathered and
+    written together (a batch). The rules are the same either way; only the round trips
+    differ."""
+
+    def entry(self, entry: LedgerEntry) -> None: ...
+    def transition(self, transition: PaymentTransition) -> None: ...
+    def payment(self, payment: Payment) -> None: ...
+    def votes(self, payment: Payment, votes: int) -> None: ...
+
+
+class _WriteNow:
+    def entry(self, entry: LedgerEntry) -> None:
+        entry.save()
+
+    def transition(self, transition: PaymentTransition) -> None:
+        transition.save()
+
+    def payment(self, payment: Payment) -> None:
+        payment.save(update_fields=_SETTLED_FIELDS)
+
+    def votes(self, payment: Payment, votes: int) -> None:
+        _move_votes(payment, votes)
+
+
+class _WriteTogether:
+    """Gathers a batch's writes: `write_rows` inserts the entries and transitions and updates
+    the payments, one statement each; `move_votes` adds the credits in one upsert."""
+
+    def __init__(self) -> None:
+        self.entries: list[LedgerEntry] = []
+        self.transitions: list[PaymentTransition] = []
+        self.payments: dict[int, Payment] = {}
+        self.credits: Counter[tuple[int, int]] = Counter()  # (contestant, shard) → votes
+
+    def entry(self, entry: LedgerEntry) -> None:
+        self.entries.append(entry)
+
+    def transition(self, transition: PaymentTransition) -> None:
+        self.transitions.append(transition)
+
+    def payment(self, payment: Payment) -> None:
+        self.payments[payment.pk] = payment
+
+    def votes(self, payment: Payment, votes: int) -> None:
+        if votes < 0:
+            _move_votes(payment, votes)  # a reversal checks its shard row: one at a time
+            return
+        self.credits[(payment.contestant_id, VoteShard.shard_of(payment.pk))] += votes
+
+    def write_rows(self) -> None:
+        LedgerEntry.objects.bulk_create(self.entries)
+        PaymentTransition.objects.bulk_create(self.transitions)
+        if self.payments:
+            now = timezone.now()  # what save() would stamp; bulk_update does not
+            for payment in self.payments.values():
+                payment.updated_at = now
+            Payment.objects.bulk_update(list(self.payments.values()), _SETTLED_FIELDS)
+
+    def move_votes(self) -> None:
+        if not self.credits:
+            return
+        # Sorted: every batch takes the shard rows' locks in one order, so two batches
+        # crediting the same shards queue behind each other instead of deadlocking.
+        rows = sorted(self.credits.items())
+        values = ", ".join(["(%s, %s, %s)"] * len(rows))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _ADD_TO_SHARDS.format(values=values),
+                [
+                    value
+                    for (contestant, shard), votes in rows
+                    for value in (contestant, shard, votes)
+                ],
+            )
+
+
+_WRITE_NOW = _WriteNow()
+
+
 def new_reference() -> str:
     """A reference in Paystack's alphabet (letters, digits, '-'), unique with 80 random bits."""
     return REFERENCE_PREFIX + secrets.token_hex(10)
@@ -99,35 +185,79 @@ def settle_payment(*, reference: str, verification: Verification) -> Settlement:
     with transaction.atomic(savepoint=False):
         # The row lock serialises every delivery, callback, replay and reconcile of this
         # reference: whoever comes second sees the status the first one committed.
-        payment = _locked(reference)
-        if payment.status not in AWAITING_SETTLEMENT:
-            return Settlement(Outcome.ALREADY_SETTLED, payment)
-        payment.verified_at = timezone.now()
-        if payment.status == Payment.Status.FAILED:
-            return _settle_failed(payment, verification)
-        if verification.status == "reversed":
-            return _reverse_locked(payment, "reversed before it was credited")
-        if payment.refund_recorded_at is not None:
-            # A refund is on record: the money is going back, so it never counts. The refund's
-            # own confirmation (verify says reversed) closes the payment.
-            return Settlement(Outcome.STILL_PENDING, payment)
-        if verification.status == "success":
-            return _credit_or_flag(payment, verification, reason="")
-        if verification.status == "failed":
-            return _finish(payment, Payment.Status.FAILED, "the gateway says the charge failed")
-        if verification.status == "abandoned" and is_expired(payment):
-            return _finish(payment, Payment.Status.FAILED, "abandoned and expired")
+        return _settle_locked(_locked(reference), verification, writes=_WRITE_NOW)
+
+
+def settle_payments(
+    *,
+    verifications: Mapping[str, Verification],
+    record: Callable[[dict[str, Settlement]], None] | None = None,
+) -> dict[str, Settlement]:
+    """`settle_payment` for many references at once (a batch of deliveries), by the same
+    rules, in one transaction; references that are not ours are left out of the answer.
+
+    The payments are locked in id order in one SELECT … FOR UPDATE (two batches sharing
+    payments wait for each other, never deadlock); the entries and transitions go in with
+    one multi-row INSERT each, the payments change in one UPDATE, and the votes move in one
+    upsert over every (contestant, shard) the batch credits, in one order. `record` gets
+    every settlement inside the transaction, before the votes move (the shard rows stay
+    locked as briefly as possible).
+    """
+    with transaction.atomic(savepoint=False):
+        payments = (
+            Payment.objects.select_for_update(of=("self",))
+            .select_related("contestant__contest")
+            .filter(reference__in=list(verifications))
+            .order_by("pk")
+        )
+        writes = _WriteTogether()
+        settlements = {
+            payment.reference: _settle_locked(
+                payment, verifications[payment.reference], writes=writes
+            )
+            for payment in payments
+        }
+        writes.write_rows()
+        if record is not None:
+            record(settlements)
+        writes.move_votes()
+        return settlements
+
+
+def _settle_locked(payment: Payment, verification: Verification, *, writes: _Writes) -> Settlement:
+    """The rules of settling a charge, on a payment locked by the caller."""
+    if payment.status not in AWAITING_SETTLEMENT:
+        return Settlement(Outcome.ALREADY_SETTLED, payment)
+    payment.verified_at = timezone.now()
+    if payment.status == Payment.Status.FAILED:
+        return _settle_failed(payment, verification, writes=writes)
+    if verification.status == "reversed":
+        return _reverse_locked(payment, "reversed before it was credited", writes=writes)
+    if payment.refund_recorded_at is not None:
+        # A refund is on record: the money is going back, so it never counts. The refund's
+        # own confirmation (verify says reversed) closes the payment.
         return Settlement(Outcome.STILL_PENDING, payment)
+    if verification.status == "success":
+        return _credit_or_flag(payment, verification, reason="", writes=writes)
+    if verification.status == "failed":
+        return _finish(
+            payment, Payment.Status.FAILED, "the gateway says the charge failed", writes=writes
+        )
+    if verification.status == "abandoned" and is_expired(payment):
+        return _finish(payment, Payment.Status.FAILED, "abandoned and expired", writes=writes)
+    return Settlement(Outcome.STILL_PENDING, payment)
 
 
-def _settle_failed(payment: Payment, verification: Verification) -> Settlement:
+def _settle_failed(payment: Payment, verification: Verification, *, writes: _Writes) -> Settlement:
     """A payment we closed as failed that the gateway now reports paid still counts."""
     if verification.status != "success" or payment.refund_recorded_at is not None:
         return Settlement(Outcome.ALREADY_SETTLED, payment)
-    return _credit_or_flag(payment, verification, reason=PAID_AFTER_FAILED)
+    return _credit_or_flag(payment, verification, reason=PAID_AFTER_FAILED, writes=writes)
 
 
-def _credit_or_flag(payment: Payment, verification: Verification, *, reason: str) -> Settlement:
+def _credit_or_flag(
+    payment: Payment, verification: Verification, *, reason: str, writes: _Writes
+) -> Settlement:
     payment.gateway_id = verification.gateway_id
     payment.paid_at = verification.paid_at
     mismatches = [
@@ -140,31 +270,37 @@ def _credit_or_flag(payment: Payment, verification: Verification, *, reason: str
         if ours != theirs
     ]
     if mismatches:
-        return _flag(payment, Payment.Attention.MISMATCH, "; ".join(mismatches))
+        return _flag(payment, Payment.Attention.MISMATCH, "; ".join(mismatches), writes=writes)
     paid_at = verification.paid_at or payment.verified_at or timezone.now()
     if paid_at >= payment.contestant.contest.closes_at:
-        return _flag(payment, Payment.Attention.PAID_AFTER_CLOSE, PAID_AFTER_CLOSE)
-    return _credit(payment, reason=reason)
+        return _flag(payment, Payment.Attention.PAID_AFTER_CLOSE, PAID_AFTER_CLOSE, writes=writes)
+    return _credit(payment, reason=reason, writes=writes)
 
 
-def _credit(payment: Payment, *, reason: str, actor: str = "") -> Settlement:
-    LedgerEntry.objects.create(
-        payment=payment,
-        contestant_id=payment.contestant_id,
-        kind=LedgerEntry.Kind.CREDIT,
-        votes=payment.votes,
+def _credit(
+    payment: Payment, *, reason: str, actor: str = "", writes: _Writes = _WRITE_NOW
+) -> Settlement:
+    writes.entry(
+        LedgerEntry(
+            payment=payment,
+            contestant_id=payment.contestant_id,
+            kind=LedgerEntry.Kind.CREDIT,
+            votes=payment.votes,
+        )
     )
     payment.credited_at = payment.verified_at or timezone.now()
     payment.attention = Payment.Attention.NONE
-    settlement = _finish(payment, Payment.Status.CREDITED, reason, actor=actor)
+    settlement = _finish(payment, Payment.Status.CREDITED, reason, actor=actor, writes=writes)
     # Last statement before COMMIT: the shard row stays locked as briefly as possible.
-    _move_votes(payment, payment.votes)
+    writes.votes(payment, payment.votes)
     return settlement
 
 
-def _flag(payment: Payment, attention: Payment.Attention, reason: str) -> Settlement:
+def _flag(
+    payment: Payment, attention: Payment.Attention, reason: str, *, writes: _Writes = _WRITE_NOW
+) -> Settlement:
     payment.attention = attention
-    return _finish(payment, Payment.Status.FLAGGED, reason)
+    return _finish(payment, Payment.Status.FLAGGED, reason, writes=writes)
 
 
 # --- taking votes back ----------------------------------------------------------------------
@@ -193,23 +329,27 @@ def reverse_payment(
         return _reverse_locked(payment, reason)
 
 
-def _reverse_locked(payment: Payment, reason: str, *, actor: str = "") -> Settlement:
+def _reverse_locked(
+    payment: Payment, reason: str, *, actor: str = "", writes: _Writes = _WRITE_NOW
+) -> Settlement:
     """Close a locked payment as reversed; a credited one gives its votes back once."""
     payment.refunds.exclude(status=Refund.Status.FAILED).filter(confirmed_at=None).update(
         confirmed_at=timezone.now()
     )
     was_credited = payment.status == Payment.Status.CREDITED
     if was_credited:
-        LedgerEntry.objects.create(
-            payment=payment,
-            contestant_id=payment.contestant_id,
-            kind=LedgerEntry.Kind.REVERSAL,
-            votes=-payment.votes,
+        writes.entry(
+            LedgerEntry(
+                payment=payment,
+                contestant_id=payment.contestant_id,
+                kind=LedgerEntry.Kind.REVERSAL,
+                votes=-payment.votes,
+            )
         )
     payment.attention = Payment.Attention.NONE
-    settlement = _finish(payment, Payment.Status.REVERSED, reason, actor=actor)
+    settlement = _finish(payment, Payment.Status.REVERSED, reason, actor=actor, writes=writes)
     if was_credited:
-        _move_votes(payment, -payment.votes)
+        writes.votes(payment, -payment.votes)
     return settlement
 
 
@@ -615,6 +755,55 @@ def claim_verify(*, reference: str) -> VerifyClaim:
     return VerifyClaim(won=False, seconds_left=max(float(left[0] or 0) if left else 0.0, 0.0))
 
 
+def claim_verifies(*, references: list[str]) -> dict[str, VerifyClaim | None]:
+    """`claim_verify` for a batch, in one statement that also reads each payment's status.
+
+    Per reference that is ours: None when no verdict can change the payment any more (it
+    is not verified again), else its claim, won or lost as `claim_verify` would decide.
+    References that are not ours are left out. The claims are taken in id order (two
+    batches sharing a payment queue, never deadlock); the status and the time left are as
+    the statement found them.
+    """
+    table = Payment._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH claimed AS (
+                UPDATE {table} SET verified_at = statement_timestamp()
+                WHERE id IN (
+                    SELECT id FROM {table}
+                    WHERE reference = ANY(%(references)s) AND status = ANY(%(awaiting)s)
+                      AND (verified_at IS NULL
+                           OR verified_at <= statement_timestamp()
+                                             - make_interval(secs => %(cooldown)s))
+                    ORDER BY id
+                    FOR UPDATE
+                )
+                RETURNING id, verified_at
+            )
+            SELECT payment.reference, payment.status = ANY(%(awaiting)s), claimed.verified_at,
+                EXTRACT(EPOCH FROM payment.verified_at + make_interval(secs => %(cooldown)s)
+                                   - statement_timestamp())
+            FROM {table} AS payment LEFT JOIN claimed ON claimed.id = payment.id
+            WHERE payment.reference = ANY(%(references)s)
+            """,
+            {
+                "references": references,
+                "awaiting": list(AWAITING_SETTLEMENT),
+                "cooldown": settings.VERIFY_COOLDOWN_SECONDS,
+            },
+        )
+        rows = cursor.fetchall()
+    return {
+        reference: None
+        if not awaiting
+        else VerifyClaim(won=True, stamp=stamp)
+        if stamp is not None
+        else VerifyClaim(won=False, seconds_left=max(float(left or 0), 0.0))
+        for reference, awaiting, stamp, left in rows
+    }
+
+
 def release_verify(*, reference: str, claim: VerifyClaim) -> None:
     """The call failed (an outage): it does not count, so a retry may ask again at once."""
     Payment.objects.filter(reference=reference, verified_at=claim.stamp).update(verified_at=None)
@@ -698,11 +887,12 @@ def _locked(reference: str) -> Payment:
 
 # An atomic increment like F("votes") + n, on the payment's shard, creating the row the first
 # time: two credits landing on one shard serialise on that row, never read-modify-write.
-_ADD_TO_SHARD = f"""
-INSERT INTO {VoteShard._meta.db_table} (contestant_id, shard, votes) VALUES (%s, %s, %s)
+_ADD_TO_SHARDS = f"""
+INSERT INTO {VoteShard._meta.db_table} (contestant_id, shard, votes) VALUES {{values}}
 ON CONFLICT (contestant_id, shard)
 DO UPDATE SET votes = {VoteShard._meta.db_table}.votes + EXCLUDED.votes
 """
+_ADD_TO_SHARD = _ADD_TO_SHARDS.format(values="(%s, %s, %s)")
 
 
 class LedgerOutOfBalance(Exception):
@@ -749,15 +939,26 @@ _SETTLED_FIELDS = [
 
 
 def _finish(
-    payment: Payment, status: Payment.Status, reason: str, *, actor: str = ""
+    payment: Payment,
+    status: Payment.Status,
+    reason: str,
+    *,
+    actor: str = "",
+    writes: _Writes = _WRITE_NOW,
 ) -> Settlement:
     """Move a locked payment to `status`, recording the step in its history."""
-    PaymentTransition.objects.create(
-        payment=payment, from_status=payment.status, to_status=status, reason=reason, actor=actor
+    writes.transition(
+        PaymentTransition(
+            payment=payment,
+            from_status=payment.status,
+            to_status=status,
+            reason=reason,
+            actor=actor,
+        )
     )
     payment.status = status
     payment.reason = reason
-    payment.save(update_fields=_SETTLED_FIELDS)
+    writes.payment(payment)
     logger.info(
         "payment settled",
         extra={"reference": payment.reference, "outcome": status.value, "reason": reason},

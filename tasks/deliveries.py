@@ -1,7 +1,7 @@
 """Processing of stored webhook deliveries: claim, verify with the gateway, settle, record."""
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from celery import shared_task
 from django.conf import settings
@@ -9,10 +9,13 @@ from django.db import transaction
 
 from config.celery_app import PUBLISH_ERRORS, drop_broken_database_connections
 from config.metrics import delivery_messages_sent
+from ledger import services
 from paystack.errors import GatewayRejected, GatewayUnavailable
+from paystack.types import Verification
+from tasks.batches import batching, claim_others, sort_by_payment, verify_all
 from tasks.handlers import HANDLERS
 from tasks.retry import GatewayTask, VerdictPending
-from tasks.verification import VerifiedMomentsAgo
+from tasks.verification import VerifiedMomentsAgo, count_outcome, settle_answer
 from webhooks.models import Delivery, Message
 
 logger = logging.getLogger(__name__)
@@ -113,35 +116,213 @@ def process_delivery(self: GatewayTask, delivery_id: int, generation: int | None
         _finish(delivery, Delivery.Status.PROCESSED, outcome)
 
     try:
+        if batching(delivery):
+            return _settle_batch(self, delivery)
         outcome = handler(delivery, record)
-    except VerifiedMomentsAgo as exc:
-        return _look_again_later(delivery, held, exc.seconds_left, self.request.retries)
-    except (GatewayUnavailable, VerdictPending) as exc:
-        given_up = self.retry_or_give_up(
-            exc,
-            give_up=_give_up(delivery, exc),
-            retry_args=_retry_message(held, str(exc)),
-            context=_context(delivery),
-        )
-        return given_up or "lease_lost"
-    except GatewayRejected as exc:
-        return _finish(delivery, Delivery.Status.FAILED, "gateway refused", error=str(exc))
     except Exception as exc:
-        # A bug, a row the database refuses, a soft time limit (a row lock held for too long):
-        # retrying would repeat it. Fail the delivery with the error (a replay retries it once
-        # fixed) instead of leaving it to loop. A query the limit cut off leaves the
-        # connection unusable: drop it, so the record below (and the next task) gets a new one.
-        logger.exception("delivery failed with an unexpected error", extra=_context(delivery))
-        drop_broken_database_connections()
-        return _finish(
+        return _unsettled(
             delivery,
-            Delivery.Status.FAILED,
-            "unexpected error",
-            error=f"{type(exc).__name__}: {exc}",
+            exc,
+            retries=self.request.retries,
+            retry=lambda error: (
+                self.retry_or_give_up(
+                    error,
+                    give_up=_give_up(delivery, error),
+                    retry_args=_retry_message(held, str(error)),
+                    context=_context(delivery),
+                )
+                or "lease_lost"
+            ),
         )
     if outcome is None:
         return _finish(delivery, Delivery.Status.IGNORED, "reference is not ours")
     return Delivery.Status.PROCESSED
+
+
+Retry = Callable[[GatewayUnavailable | VerdictPending], str]
+
+
+def _unsettled(delivery: Delivery, error: Exception, *, retries: int, retry: Retry) -> str:
+    """What becomes of a claimed delivery whose handler raised `error` (process_delivery's
+    step 4 and 5): look again after the cooldown, `retry` (an outage, a verdict not reached),
+    fail it on a refusal, or fail it with any other error."""
+    if isinstance(error, VerifiedMomentsAgo):
+        return _look_again_later(delivery, _held(delivery), error.seconds_left, retries)
+    if isinstance(error, GatewayUnavailable | VerdictPending):
+        return retry(error)
+    if isinstance(error, GatewayRejected):
+        return _finish(delivery, Delivery.Status.FAILED, "gateway refused", error=str(error))
+    # A bug, a row the database refuses, a soft time limit (a row lock held for too long):
+    # retrying would repeat it. Fail the delivery with the error (a replay retries it once
+    # fixed) instead of leaving it to loop. A query the limit cut off leaves the connection
+    # unusable: drop it, so the record below (and the next task) gets a new one.
+    logger.error(
+        "delivery failed with an unexpected error", extra=_context(delivery), exc_info=error
+    )
+    drop_broken_database_connections()
+    return _finish(
+        delivery,
+        Delivery.Status.FAILED,
+        "unexpected error",
+        error=f"{type(error).__name__}: {error}",
+    )
+
+
+def _settle_batch(task: GatewayTask, first: Delivery) -> str:
+    """Settle `first` (a charge.success its own message claimed) together with further due
+    ones (docs/delivery-engine.md#batched-settlement). Returns what process_delivery returns
+    for `first`, or raises what its handler would have raised; every other delivery of the
+    batch is recorded here, as its own message's task would have recorded it.
+
+    1. Claim up to SETTLE_BATCH_SIZE - 1 more due charge.success deliveries, keeping their
+       generations: their own messages, when they come, find them leased or finished.
+    2. One statement reads every payment's status and takes the verify claims: not ours →
+       ignored; settled → processed, already settled (both finished in one UPDATE);
+       verified moments ago → looked at again after the cooldown.
+    3. Verify the rest concurrently, outside any lock.
+    4. Settle the answered ones in one transaction that also finishes their deliveries
+       (those whose lease this worker still holds); an unexpected error there settles them
+       one by one instead, so a poison row fails only itself.
+    5. The others go the single path's way: an outage for that reference is retried with
+       backoff under a new generation, a refusal or an error fails the delivery.
+    6. `first`'s error, if it has one, is raised last, for its own task's retry.
+    """
+    batch = [first, *claim_others(first)]
+    found = sort_by_payment(batch)
+    errors: dict[Delivery, Exception] = {
+        delivery: VerifiedMomentsAgo(delivery.reference, seconds_left)
+        for delivery, seconds_left in found.moments_ago
+    }
+    already_settled = services.Outcome.ALREADY_SETTLED
+    results = _finish_unverified(
+        {
+            delivery: (Delivery.Status.IGNORED, "reference is not ours")
+            for delivery in found.not_ours
+        }
+        | {delivery: (Delivery.Status.PROCESSED, already_settled) for delivery in found.settled}
+    )
+    for _ in found.settled:
+        count_outcome(already_settled, None)
+    answered: dict[Delivery, Verification] = {}
+    for reference, answer in verify_all(list(found.to_verify)).items():
+        delivery, claim = found.to_verify[reference]
+        if isinstance(answer, Verification):
+            answered[delivery] = answer
+            continue
+        if isinstance(answer, GatewayUnavailable):
+            services.release_verify(reference=reference, claim=claim)  # may ask again at once
+        errors[delivery] = answer
+    results |= _settle_answered(answered, errors, first=first)
+    for delivery, error in errors.items():
+        if delivery != first:
+            retry = _send_retry(task, delivery)
+            _unsettled(delivery, error, retries=_retries_of(delivery), retry=retry)
+    if first in errors:
+        raise errors[first]
+    return results[first]
+
+
+def _settle_answered(
+    answered: dict[Delivery, Verification], errors: dict[Delivery, Exception], *, first: Delivery
+) -> dict[Delivery, str]:
+    """Step 4: settle the answered payments and finish their deliveries in one transaction.
+    On an unexpected error, each through the single path; the errors of that go to
+    `errors`."""
+    if not answered:
+        return {}
+    by_reference = {delivery.reference: delivery for delivery in answered}
+    finished: set[Message] = set()
+
+    def record(settlements: dict[str, services.Settlement]) -> None:
+        outcomes = {
+            _held(by_reference[reference]): (Delivery.Status.PROCESSED, settled.outcome.value)
+            for reference, settled in settlements.items()
+        }
+        finished.update(Delivery.objects.finish_together(outcomes))
+
+    try:
+        with transaction.atomic():
+            settlements = services.settle_payments(
+                verifications={delivery.reference: answer for delivery, answer in answered.items()},
+                record=record,
+            )
+            if len(settlements) != len(answered):
+                raise LookupError("a payment of the batch vanished while it was verified")
+    except Exception:
+        logger.exception(
+            "batch settlement failed; settling its deliveries one by one",
+            extra={"event_id": first.pk, "batch": len(answered)},
+        )
+        drop_broken_database_connections()
+        return {
+            delivery: result
+            for delivery, answer in answered.items()
+            if (result := _settle_alone(delivery, answer, errors)) is not None
+        }
+    results: dict[Delivery, str] = {}
+    for reference, settlement in settlements.items():
+        delivery = by_reference[reference]
+        outcome = count_outcome(settlement.outcome, settlement.payment)
+        results[delivery] = _log_finished(
+            delivery, Delivery.Status.PROCESSED, outcome, held=_held(delivery) in finished
+        )
+    return results
+
+
+def _settle_alone(
+    delivery: Delivery, answer: Verification, errors: dict[Delivery, Exception]
+) -> str | None:
+    """One delivery of a batch whose transaction failed, through the single path."""
+
+    def record(outcome: str) -> None:
+        _finish(delivery, Delivery.Status.PROCESSED, outcome)
+
+    try:
+        settle_answer(delivery.reference, answer, record=record)
+    except Exception as exc:
+        errors[delivery] = exc
+        return None
+    return Delivery.Status.PROCESSED
+
+
+def _finish_unverified(outcomes: Mapping[Delivery, tuple[str, str]]) -> dict[Delivery, str]:
+    """Finish the deliveries that need no gateway answer in one UPDATE, and log each."""
+    finished = Delivery.objects.finish_together(
+        {_held(delivery): status_and_outcome for delivery, status_and_outcome in outcomes.items()}
+    )
+    return {
+        delivery: _log_finished(delivery, status, outcome, held=_held(delivery) in finished)
+        for delivery, (status, outcome) in outcomes.items()
+    }
+
+
+def _send_retry(task: GatewayTask, delivery: Delivery) -> Retry:
+    """How a delivery claimed into a batch is retried: a new message of its own, due after
+    the backoff, under a new generation; or, out of retries, given up."""
+
+    def retry(error: GatewayUnavailable | VerdictPending) -> str:
+        return (
+            task.send_retry_or_give_up(
+                error,
+                retries=_retries_of(delivery),
+                give_up=_give_up(delivery, error),
+                retry_args=_retry_message(_held(delivery), str(error)),
+                context=_context(delivery),
+            )
+            or "lease_lost"
+        )
+
+    return retry
+
+
+def _retries_of(delivery: Delivery) -> int:
+    """How many retries a delivery claimed into a batch has had: its claims since its last
+    replay, this one aside (its own message's retry count is not known here)."""
+    return max(delivery.attempts - delivery.attempts_before_replay - 1, 0)
+
+
+def _held(delivery: Delivery) -> Message:
+    return Message(delivery.pk, delivery.generation)
 
 
 def _retry_message(held: Message, error: str) -> Callable[[float], Message | None]:
@@ -207,8 +388,14 @@ def _context(delivery: Delivery) -> dict[str, object]:
 
 
 def _finish(delivery: Delivery, status: str, outcome: str, *, error: str = "") -> str:
-    held = Message(delivery.pk, delivery.generation)
-    if not Delivery.objects.finish(held, status=status, outcome=outcome, error=error):
+    held = Delivery.objects.finish(_held(delivery), status=status, outcome=outcome, error=error)
+    return _log_finished(delivery, status, outcome, held=held, error=error)
+
+
+def _log_finished(
+    delivery: Delivery, status: str, outcome: str | None, *, held: bool, error: str = ""
+) -> str:
+    if not held:
         # Another worker took the expired lease over; it records the outcome instead.
         logger.warning("delivery lease lost", extra={**_context(delivery), "outcome": outcome})
         return "lease_lost"

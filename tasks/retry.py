@@ -3,12 +3,14 @@
 import logging
 import random
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from contextlib import suppress
+from typing import Any, NamedTuple, TypeVar
 
 from celery import Task
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 
+from config.celery_app import PUBLISH_ERRORS
 from paystack.errors import GatewayUnavailable
 
 logger = logging.getLogger(__name__)
@@ -65,14 +67,52 @@ class GatewayTask(Task[..., Any]):
         lease gives it back under a new generation, due when the retry is); None means the task
         no longer holds its work, so it neither retries nor gives up: this returns None.
         """
+        retries = self.request.retries
+        planned = self._plan_retry(error, retries, give_up, retry_args, context)
+        if not isinstance(planned, _Retry):
+            return planned
+        raise self.retry(args=planned.args, countdown=planned.countdown, exc=error)
+
+    def send_retry_or_give_up(
+        self,
+        error: GatewayUnavailable | VerdictPending,
+        *,
+        retries: int,
+        give_up: Callable[[], GiveUpResult],
+        retry_args: Callable[[float], Sequence[Any] | None],
+        context: dict[str, Any] | None = None,
+    ) -> GiveUpResult | str | None:
+        """`retry_or_give_up` for work this task took on besides its own message (a delivery
+        claimed into a batch): the retry is a new message of this task, sent after the same
+        backoff as a retry `retries` deep, and this call returns "retrying" instead of raising.
+        """
+        planned = self._plan_retry(error, retries, give_up, retry_args, context)
+        if not isinstance(planned, _Retry):
+            return planned
+        # Not taken by the broker: the sweeper sends it once overdue.
+        with suppress(*PUBLISH_ERRORS):
+            # (`retries` is an option of send_task that celery-types does not list.)
+            self.apply_async(  # type: ignore[call-arg]
+                planned.args, countdown=planned.countdown, retries=retries + 1
+            )
+        return "retrying"
+
+    def _plan_retry(
+        self,
+        error: GatewayUnavailable | VerdictPending,
+        retries: int,
+        give_up: Callable[[], GiveUpResult],
+        retry_args: Callable[[float], Sequence[Any] | None] | None,
+        context: dict[str, Any] | None,
+    ) -> "GiveUpResult | _Retry | None":
         log_context = {**(context or {}), "error": str(error)}
-        if self.request.retries >= self.max_retries:
+        if retries >= self.max_retries:
             logger.warning(
                 "gateway still unavailable; giving up",
-                extra={**log_context, "outcome": "gave_up", "retries": self.request.retries},
+                extra={**log_context, "outcome": "gave_up", "retries": retries},
             )
             return give_up()
-        countdown = backoff_seconds(self.request.retries, error.retry_after)
+        countdown = backoff_seconds(retries, error.retry_after)
         args = retry_args(countdown) if retry_args is not None else self.request.args
         if args is None:
             logger.warning("work taken over; not retrying", extra=log_context)
@@ -81,4 +121,9 @@ class GatewayTask(Task[..., Any]):
             "gateway unavailable; retrying",
             extra={**log_context, "outcome": "retrying", "countdown": round(countdown, 1)},
         )
-        raise self.retry(args=tuple(args), countdown=countdown, exc=error)
+        return _Retry(tuple(args), countdown)
+
+
+class _Retry(NamedTuple):
+    args: tuple[Any, ...]
+    countdown: float

@@ -69,6 +69,12 @@ def settle_verified(reference: str, *, record: Recorder | None = None) -> str | 
         return _already_settled(record)
     with verify_claim(reference):
         verification = ask_gateway(reference)
+    return settle_answer(reference, verification, record=record)
+
+
+def settle_answer(reference: str, verification: Verification, *, record: Recorder | None) -> str:
+    """Settle the charge on the gateway's answer (asked already, outside any lock), record
+    the outcome with it, and count it."""
     return _apply(
         lambda v: services.settle_payment(reference=reference, verification=v),
         verification,

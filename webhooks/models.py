@@ -1,10 +1,12 @@
 """The delivery log: every distinct Paystack event, stored untrusted before we answer 200.
 
 Its lifecycle (docs/contract.md, delivery statuses) is written here and nowhere else, as
-methods of the queryset: claim, finish, requeue, mark unsent, queue again. Every time in it
-is the database's clock, the one that stamps the leases, so hosts' clocks never matter.
+methods of the queryset: claim (and claim more, for a batch), finish, requeue, mark unsent,
+queue again. Every time in it is the database's clock, the one that stamps the leases, so
+hosts' clocks never matter.
 """
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -72,6 +74,81 @@ class DeliveryQuerySet(models.QuerySet["Delivery"]):
             },
         )
         return next(iter(claimed), None)
+
+    def claim_more(
+        self, *, event: str, limit: int, lease_seconds: int, max_attempts: int
+    ) -> list["Delivery"]:
+        """Take up to `limit` further due deliveries of `event` for a batch, oldest first, in
+        one statement (docs/delivery-engine.md#batched-settlement).
+
+        The rules of `claim` for a message of the current generation: `queued`, its
+        not-before time past, under the attempt cap; the lease starts now and counts as an
+        attempt. The generation stays, so the delivery's own message, when it arrives, finds
+        it leased or finished and exits; and a batch whose worker died leaves leases that
+        expire like any other, for a takeover or the sweeper. SKIP LOCKED: rows another
+        worker is claiming (or the sweeper is sending again) are theirs, never waited for.
+        """
+        if limit < 1:
+            return []
+        table = Delivery._meta.db_table
+        # received_at order walks the partial index on (status, received_at): the queued rows
+        # only, however many finished ones the log holds.
+        claimed = self.raw(
+            f"""
+            UPDATE {table} SET
+                attempts = attempts + 1,
+                status = %(processing)s,
+                processed_at = NULL,
+                stale_after = statement_timestamp() + make_interval(secs => %(lease)s)
+            WHERE id IN (
+                SELECT id FROM {table}
+                WHERE status = %(queued)s AND event = %(event)s
+                  AND not_before <= statement_timestamp()
+                  AND attempts - attempts_before_replay < %(cap)s
+                ORDER BY received_at, id
+                LIMIT %(limit)s
+                FOR UPDATE SKIP LOCKED
+            )
+            RETURNING id, event, reference, attempts, attempts_before_replay, generation, status,
+                last_error
+            """,
+            {
+                "event": event,
+                "limit": limit,
+                "cap": max_attempts,
+                "lease": lease_seconds,
+                "processing": Delivery.Status.PROCESSING,
+                "queued": Delivery.Status.QUEUED,
+            },
+        )
+        return list(claimed)
+
+    def finish_together(self, outcomes: Mapping[Message, tuple[str, str]]) -> set[Message]:
+        """`finish` for many deliveries in one UPDATE: each `Message` → (status, outcome).
+        Returns those whose lease was still held (the others were taken over)."""
+        if not outcomes:
+            return set()
+        held = list(outcomes)
+        finished = _returning(
+            f"""
+            UPDATE {Delivery._meta.db_table} AS delivery SET
+                status = done.status, outcome = done.outcome, last_error = '',
+                processed_at = statement_timestamp()
+            FROM unnest(%s::integer[], %s::integer[], %s::text[], %s::text[])
+                AS done(id, generation, status, outcome)
+            WHERE delivery.id = done.id AND delivery.generation = done.generation
+              AND delivery.status = %s
+            RETURNING delivery.id, delivery.generation
+            """,
+            [
+                [message.delivery_id for message in held],
+                [message.generation for message in held],
+                [outcomes[message][0] for message in held],
+                [outcomes[message][1] for message in held],
+                Delivery.Status.PROCESSING,
+            ],
+        )
+        return set(finished)
 
     def finish(self, held: Message, *, status: str, outcome: str = "", error: str = "") -> bool:
         """Record how processing ended (processed, ignored or failed); only the lease holder

@@ -37,6 +37,27 @@ def test_work_of_a_sigkilled_worker_is_finished_by_another(any_broker, stack, sa
     assert_exactly_once(payments)
 
 
+def test_a_batch_of_a_sigkilled_worker_is_settled_once_by_another(any_broker, stack, sandbox, web):
+    payments = make_payments(20, [ContestantFactory()])
+    sandbox.paid(payments)
+    for payment in payments:  # stored and queued while no worker runs: one batch takes them
+        sandbox.deliver(payment.reference)
+    wait_until(lambda: Delivery.objects.filter(status="queued").count() == 20, timeout=20)
+    # Slow verify (1.5 s, under PAYSTACK_TIMEOUT=2): the batch is mid-verify when killed.
+    sandbox.post("faults", {"endpoint": "verify", "fault": "timeout", "delay": 1.5, "count": 20})
+    first = stack.worker("doomed", concurrency=1)
+
+    wait_until(lambda: Delivery.objects.filter(status="processing").count() > 1, timeout=20)
+    stack.kill(first.name)
+    assert not all_credited(payments)()
+
+    stack.worker("survivor", concurrency=2)
+    stack.beat()
+    wait_until(all_credited(payments), timeout=8 + 30)  # STUCK_AFTER_SECONDS + 30 s
+
+    assert_exactly_once(payments)
+
+
 def test_deliveries_stored_while_the_broker_is_down_are_settled_once_it_is_back(
     stack, sandbox, tmp_path
 ):

@@ -219,13 +219,16 @@ def test_verify_payment_task_settles_like_a_delivery(gateway):
     assert len(gateway.calls) == 1
 
 
-def test_the_credit_and_the_processed_mark_commit_together(gateway):
+@pytest.mark.parametrize("batch_size", [1, 32])
+def test_the_credit_and_the_processed_mark_commit_together(gateway, settings, batch_size):
+    settings.SETTLE_BATCH_SIZE = batch_size
     payment = PaymentFactory(votes=3)
     says(gateway, payment)
     delivery = DeliveryFactory(payment=payment)
 
     with (
         mock.patch.object(Delivery.objects, "finish", side_effect=RuntimeError("db gone")),
+        mock.patch.object(Delivery.objects, "finish_together", side_effect=RuntimeError("db gone")),
         pytest.raises(RuntimeError),
     ):
         process_delivery.apply(args=(delivery.pk,), throw=True)

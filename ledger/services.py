@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
 from typing import Protocol
 
@@ -128,10 +129,7 @@ class _WriteTogether:
         LedgerEntry.objects.bulk_create(self.entries)
         PaymentTransition.objects.bulk_create(self.transitions)
         if self.payments:
-            now = timezone.now()  # what save() would stamp; bulk_update does not
-            for payment in self.payments.values():
-                payment.updated_at = now
-            Payment.objects.bulk_update(list(self.payments.values()), _SETTLED_FIELDS)
+            _update_settled(list(self.payments.values()))
 
     def move_votes(self) -> None:
         if not self.credits:
@@ -152,6 +150,47 @@ class _WriteTogether:
 
 
 _WRITE_NOW = _WriteNow()
+
+# The settled fields of many payments in one statement. (bulk_update would build a CASE WHEN
+# per row and field in Python: the largest cost of a batch's transaction when profiled.)
+_PAYMENT_TABLE = Payment._meta.db_table
+_UPDATE_SETTLED = f"""
+UPDATE {_PAYMENT_TABLE} AS payment SET
+    status = settled.status, reason = settled.reason, attention = settled.attention,
+    gateway_id = settled.gateway_id, paid_at = settled.paid_at,
+    verified_at = settled.verified_at, credited_at = settled.credited_at, updated_at = %s
+FROM (VALUES {{rows}}) AS settled (
+    id, status, reason, attention, gateway_id, paid_at, verified_at, credited_at
+)
+WHERE payment.id = settled.id
+"""
+_SETTLED_ROW = (
+    "(%s::bigint, %s::varchar, %s::text, %s::varchar, %s::numeric,"
+    " %s::timestamptz, %s::timestamptz, %s::timestamptz)"
+)
+
+
+def _update_settled(payments: list[Payment]) -> None:
+    """Write `_SETTLED_FIELDS` of locked payments, as `payment.save(update_fields=…)` would
+    one by one (updated_at stamped now, as auto_now does)."""
+    now = timezone.now()
+    values: list[str | int | Decimal | datetime | None] = [now]
+    for payment in payments:
+        payment.updated_at = now
+        values += [
+            payment.pk,
+            payment.status,
+            payment.reason,
+            payment.attention,
+            payment.gateway_id,
+            payment.paid_at,
+            payment.verified_at,
+            payment.credited_at,
+        ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _UPDATE_SETTLED.format(rows=", ".join([_SETTLED_ROW] * len(payments))), values
+        )
 
 
 def new_reference() -> str:

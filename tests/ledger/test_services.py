@@ -1,5 +1,6 @@
 import threading
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
@@ -13,6 +14,7 @@ from ledger.services import (
     create_payment,
     reverse_payment,
     settle_payment,
+    settle_payments,
 )
 from tests.factories import ContestantFactory, ContestFactory, PaymentFactory
 from tests.helpers import run_concurrently, success_for, votes_of
@@ -59,6 +61,49 @@ def test_success_credits_once_and_records_one_entry():
     assert list(payment.transitions.values_list("from_status", "to_status")) == [
         ("pending", "credited")
     ]
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["one", "batch"])
+def test_a_batch_writes_each_payment_as_settling_it_alone_would(batched):
+    contest = ContestFactory(closes_at=timezone.now() + timedelta(hours=1))
+    paid, mismatched, pending = PaymentFactory.create_batch(3, contestant__contest=contest)
+    paid_at = timezone.now() - timedelta(minutes=1)
+    verifications = {
+        paid.reference: success_for(paid, paid_at=paid_at, gateway_id=7),
+        mismatched.reference: success_for(mismatched, amount=1, gateway_id=8),
+        pending.reference: success_for(pending, status="ongoing", gateway_id=9),
+    }
+
+    if batched:
+        settle_payments(verifications=verifications)
+    else:
+        for reference, verification in verifications.items():
+            settle_payment(reference=reference, verification=verification)
+
+    rows = {
+        payment.reference: payment
+        for payment in Payment.objects.filter(pk__in=[paid.pk, mismatched.pk, pending.pk])
+    }
+    credited, flagged, still = (
+        rows[paid.reference],
+        rows[mismatched.reference],
+        rows[pending.reference],
+    )
+    assert (credited.status, credited.gateway_id, credited.paid_at) == (
+        "credited",
+        Decimal(7),
+        paid_at,
+    )
+    assert credited.credited_at == credited.verified_at is not None
+    assert credited.updated_at >= credited.verified_at
+    assert (flagged.status, flagged.attention, flagged.gateway_id) == (
+        "flagged",
+        "mismatch",
+        Decimal(8),
+    )
+    assert flagged.reason.startswith("amount: ours")
+    assert (flagged.credited_at, still.status, still.gateway_id) == (None, "pending", None)
+    assert votes_of(paid.contestant_id) == paid.votes
 
 
 @pytest.mark.parametrize(

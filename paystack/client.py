@@ -9,6 +9,7 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 import requests
+import requests.auth
 from django.conf import settings
 
 from paystack.errors import (
@@ -36,6 +37,17 @@ _REFUNDS_PER_PAGE = 100
 Record = TypeVar("Record", Verification, RefundRecord)
 
 
+class _Bearer(requests.auth.AuthBase):
+    """Paystack's secret key as a bearer token on every request."""
+
+    def __init__(self, secret_key: str) -> None:
+        self.header = f"Bearer {secret_key}"
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = self.header
+        return request
+
+
 class PaystackClient:
     def __init__(self, *, base_url: str, secret_key: str, timeout: float) -> None:
         self.base_url = base_url.rstrip("/")
@@ -48,7 +60,9 @@ class PaystackClient:
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
-            session.headers["Authorization"] = f"Bearer {self.secret_key}"
+            # As session.auth, not a default header: requests then skips its ~/.netrc lookup
+            # (a file-system check on every call, seen in the worker's profile).
+            session.auth = _Bearer(self.secret_key)
             self._local.session = session
         return session
 

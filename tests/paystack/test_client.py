@@ -348,3 +348,16 @@ def test_an_unreadable_refund_is_retryable(
     paystack.add(responses.GET, f"{BASE}/refund/3", json=ok(refund(3, 9, **changes)))
     with pytest.raises(GatewayUnavailable):
         client.fetch_refund(3)
+
+
+def test_every_call_carries_the_secret_key_as_a_bearer_token(
+    client: PaystackClient, paystack: responses.RequestsMock
+) -> None:
+    paystack.get(f"{BASE}/transaction/verify/tly-1", json=ok(transaction()))
+    paystack.get(f"{BASE}/transaction/verify/tly-2", json=ok(transaction("tly-2")))
+
+    client.verify("tly-1")
+    client.verify("tly-2")
+
+    sent = [call.request.headers["Authorization"] for call in paystack.calls]
+    assert sent == ["Bearer sk_test_unit", "Bearer sk_test_unit"]

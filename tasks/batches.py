@@ -14,7 +14,7 @@ from ledger import services
 from paystack.errors import GatewayUnavailable
 from paystack.types import Verification
 from tasks.verification import ask_gateway
-from webhooks.models import Delivery, Message
+from webhooks.models import Delivery
 
 CHARGE_SUCCESS = "charge.success"
 # Verify calls one batch makes at a time. Each pool thread keeps its own keep-alive session
@@ -133,7 +133,3 @@ def _verifier() -> ThreadPoolExecutor:
         if _pool is None or _pool[0] != os.getpid():
             _pool = (os.getpid(), ThreadPoolExecutor(VERIFY_THREADS, "tally-verify"))
         return _pool[1]
-
-
-def held(delivery: Delivery) -> Message:
-    return Message(delivery.pk, delivery.generation)

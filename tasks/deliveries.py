@@ -101,7 +101,7 @@ def process_delivery(self: GatewayTask, delivery_id: int, generation: int | None
             extra={"event_id": delivery_id, "generation": generation, "outcome": "skipped"},
         )
         return "skipped"
-    held = Message(delivery.pk, delivery.generation)
+    held = _held(delivery)
     if delivery.status == Delivery.Status.FAILED:
         logger.warning(
             "delivery failed: too many attempts",

@@ -12,9 +12,8 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
@@ -151,45 +150,33 @@ class _WriteTogether:
 
 _WRITE_NOW = _WriteNow()
 
-# The settled fields of many payments in one statement. (bulk_update would build a CASE WHEN
-# per row and field in Python: the largest cost of a batch's transaction when profiled.)
-_PAYMENT_TABLE = Payment._meta.db_table
-_UPDATE_SETTLED = f"""
-UPDATE {_PAYMENT_TABLE} AS payment SET
-    status = settled.status, reason = settled.reason, attention = settled.attention,
-    gateway_id = settled.gateway_id, paid_at = settled.paid_at,
-    verified_at = settled.verified_at, credited_at = settled.credited_at, updated_at = %s
-FROM (VALUES {{rows}}) AS settled (
-    id, status, reason, attention, gateway_id, paid_at, verified_at, credited_at
-)
-WHERE payment.id = settled.id
-"""
-_SETTLED_ROW = (
-    "(%s::bigint, %s::varchar, %s::text, %s::varchar, %s::numeric,"
-    " %s::timestamptz, %s::timestamptz, %s::timestamptz)"
-)
-
 
 def _update_settled(payments: list[Payment]) -> None:
-    """Write `_SETTLED_FIELDS` of locked payments, as `payment.save(update_fields=…)` would
-    one by one (updated_at stamped now, as auto_now does)."""
+    """Write `_SETTLED_FIELDS` of locked payments in one statement, as
+    `payment.save(update_fields=_SETTLED_FIELDS)` would one by one (updated_at stamped now, as
+    auto_now does). bulk_update would build a CASE WHEN per row and field in Python: the
+    largest cost of a batch's transaction when profiled. The columns and their types come from
+    the model, so the statement follows `_SETTLED_FIELDS`."""
     now = timezone.now()
-    values: list[str | int | Decimal | datetime | None] = [now]
+    model_fields = Payment._meta.concrete_fields
+    key = next(field for field in model_fields if field.primary_key)
+    fields = [field for field in model_fields if field.name in _SETTLED_FIELDS]
+    columns = [key, *fields]
+    row = "(" + ", ".join(f"%s::{field.db_type(connection)}" for field in columns) + ")"
+    values: list[Any] = []
     for payment in payments:
         payment.updated_at = now
-        values += [
-            payment.pk,
-            payment.status,
-            payment.reason,
-            payment.attention,
-            payment.gateway_id,
-            payment.paid_at,
-            payment.verified_at,
-            payment.credited_at,
-        ]
+        values += [getattr(payment, field.attname) for field in columns]
     with connection.cursor() as cursor:
         cursor.execute(
-            _UPDATE_SETTLED.format(rows=", ".join([_SETTLED_ROW] * len(payments))), values
+            f"""
+            UPDATE {Payment._meta.db_table} AS payment
+            SET {", ".join(f"{field.column} = settled.{field.column}" for field in fields)}
+            FROM (VALUES {", ".join([row] * len(payments))})
+                AS settled ({", ".join(f"{field.column}" for field in columns)})
+            WHERE payment.{key.column} = settled.{key.column}
+            """,
+            values,
         )
 
 

@@ -111,13 +111,13 @@ WEBHOOK_MAX_BYTES = env_int("WEBHOOK_MAX_BYTES", 262144, minimum=1)
 STUCK_AFTER_SECONDS = env_int("STUCK_AFTER_SECONDS", 60, minimum=4)
 MAX_DELIVERY_ATTEMPTS = env_int("MAX_DELIVERY_ATTEMPTS", 10, minimum=1)
 VERIFY_COOLDOWN_SECONDS = env_int("VERIFY_COOLDOWN_SECONDS", 30, minimum=0)
-# Batched settlement (docs/delivery-engine.md#batched-settlement): a worker that claims a
-# charge.success delivery also claims up to SETTLE_BATCH_SIZE - 1 further due ones, verifies
-# them together and settles them in one transaction; 1 settles each delivery on its own.
+# Batched processing (docs/delivery-engine.md#batched-settlement): a worker takes up to
+# SETTLE_BATCH_SIZE delivery messages into one task run, verifies their payments together
+# and settles them in one transaction; 1 runs one message at a time. It waits at most
+# SETTLE_BATCH_WAIT_MS for a batch to fill: under load batches fill at once, and when quiet
+# the wait is what a payment's settlement waits for company.
 SETTLE_BATCH_SIZE = env_int("SETTLE_BATCH_SIZE", 32, minimum=1)
-# How long such a worker may wait for more due deliveries when it found fewer than it could
-# take; 0 settles what it found at once.
-SETTLE_BATCH_WAIT_MS = env_int("SETTLE_BATCH_WAIT_MS", 0, minimum=0)
+SETTLE_BATCH_WAIT_MS = env_int("SETTLE_BATCH_WAIT_MS", 10, minimum=1)
 RECONCILE_AFTER_SECONDS = env_int("RECONCILE_AFTER_SECONDS", 900, minimum=0)
 PAYMENT_EXPIRES_AFTER_SECONDS = env_int("PAYMENT_EXPIRES_AFTER_SECONDS", 86400, minimum=1)
 DELIVERY_RETENTION_DAYS = env_int("DELIVERY_RETENTION_DAYS", 90, minimum=1)
@@ -146,7 +146,9 @@ CELERY_IMPORTS = [
     "tasks.certification",
 ]
 CELERY_TASK_ACKS_LATE = True
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A batch fills from the messages its worker has taken and not yet acknowledged: each pool
+# process may hold a whole batch (1 when batches are off: no message waits behind another).
+CELERY_WORKER_PREFETCH_MULTIPLIER = SETTLE_BATCH_SIZE
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True

@@ -1,13 +1,18 @@
-"""Batched settlement of charge.success deliveries: the pieces tasks/deliveries.py puts
-together (docs/delivery-engine.md#batched-settlement). Nothing here holds a row lock across a
-gateway call."""
+"""Batched processing of deliveries: the pieces tasks/deliveries.py puts together
+(docs/delivery-engine.md#batched-settlement). A worker takes up to SETTLE_BATCH_SIZE delivery
+messages into one task run (celery-batches), and settles their charge.success deliveries in
+one transaction. Nothing here holds a row lock across a gateway call."""
 
+import logging
 import os
 import threading
-import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
+from celery.worker.request import Request
+from celery_batches import Batches, SimpleRequest
+from celery_batches.trace import apply_batches_task
 from django.conf import settings
 
 from ledger import services
@@ -16,39 +21,18 @@ from paystack.types import Verification
 from tasks.verification import ask_gateway
 from webhooks.models import Delivery
 
+logger = logging.getLogger(__name__)
+
 CHARGE_SUCCESS = "charge.success"
 # Verify calls one batch makes at a time. Each pool thread keeps its own keep-alive session
 # to the gateway (paystack/client.py), so a warm worker reuses these connections.
 VERIFY_THREADS = 8
-# How often a worker waiting for more deliveries (SETTLE_BATCH_WAIT_MS) looks again.
-_WAIT_STEP_SECONDS = 0.005
 
 
-def batching(delivery: Delivery) -> bool:
-    """Whether this claimed delivery settles in a batch (SETTLE_BATCH_SIZE > 1)."""
-    return (
-        settings.SETTLE_BATCH_SIZE > 1
-        and delivery.event == CHARGE_SUCCESS
-        and delivery.status == Delivery.Status.PROCESSING
-    )
-
-
-def claim_others(first: Delivery) -> list[Delivery]:
-    """Up to SETTLE_BATCH_SIZE - 1 further due charge.success deliveries, claimed for the
-    batch `first` starts; found fewer, look again until SETTLE_BATCH_WAIT_MS has passed."""
-    wanted = settings.SETTLE_BATCH_SIZE - 1
-    deadline = time.monotonic() + settings.SETTLE_BATCH_WAIT_MS / 1000
-    others: list[Delivery] = []
-    while True:
-        others += Delivery.objects.claim_more(
-            event=CHARGE_SUCCESS,
-            limit=wanted - len(others),
-            lease_seconds=settings.STUCK_AFTER_SECONDS,
-            max_attempts=settings.MAX_DELIVERY_ATTEMPTS,
-        )
-        if len(others) >= wanted or time.monotonic() >= deadline:
-            return others
-        time.sleep(_WAIT_STEP_SECONDS)
+def settles_together(delivery: Delivery) -> bool:
+    """Whether a claimed delivery joins its batch's one settlement: a charge.success being
+    processed (a claim past the attempt cap has already failed it)."""
+    return delivery.event == CHARGE_SUCCESS and delivery.status == Delivery.Status.PROCESSING
 
 
 @dataclass
@@ -133,3 +117,46 @@ def _verifier() -> ThreadPoolExecutor:
         if _pool is None or _pool[0] != os.getpid():
             _pool = (os.getpid(), ThreadPoolExecutor(VERIFY_THREADS, "tally-verify"))
         return _pool[1]
+
+
+class MessageBatches(Batches):  # type: ignore[misc]  # celery-batches ships no types
+    """celery-batches' task class (many messages, one task run), flushed the way tally's
+    delivery task runs: under its time limits, each message acknowledged only once the run
+    has ended (after its commit); a run the pool lost (a killed child, the hard time limit)
+    puts its messages back, and their claims find what the lost run left leased."""
+
+    def flush(self, requests: Sequence[Request]) -> object:
+        def acknowledge(_result: object) -> None:
+            for request in requests:
+                request.acknowledge()
+
+        def put_back(_error: object) -> None:
+            for request in requests:
+                request.reject(requeue=True)
+
+        simple = [SimpleRequest.from_request(request) for request in requests]
+        return self._pool.apply_async(
+            apply_batches_task,
+            (self, (simple,), 0, None),
+            callback=acknowledge,
+            error_callback=put_back,
+            soft_timeout=settings.TASK_SOFT_TIME_LIMIT,
+            timeout=settings.TASK_TIME_LIMIT,
+        )
+
+
+def messages_of(requests: Sequence[SimpleRequest]) -> list[tuple[int, int | None]]:
+    """The (delivery id, generation) each buffered message names. A message sent before
+    generations existed names none, and claims whatever generation the delivery has."""
+    named: list[tuple[int, int | None]] = []
+    for request in requests:
+        try:
+            delivery_id, *rest = request.args
+            generation = rest[0] if rest else None
+            named.append((int(delivery_id), None if generation is None else int(generation)))
+        except (TypeError, ValueError):
+            # Not one of ours (tally sends only these): drop it rather than fail the batch.
+            logger.error(
+                "message names no delivery; dropped", extra={"message_args": repr(request.args)}
+            )
+    return named

@@ -17,7 +17,8 @@ from django.conf import settings
 
 from webhooks.models import Message
 
-PROCESS_DELIVERY_TASK = "tally.process_event"
+# A new delivery's message (batched), and a retry's or an older one's.
+DELIVERY_TASKS = frozenset({"tally.process_deliveries", "tally.process_event"})
 INSPECT_TIMEOUT_SECONDS = 1.0
 # Past this many waiting messages, reading them all every sweep costs more than it saves (a
 # message is about a kilobyte): count them instead, as on RabbitMQ.
@@ -62,7 +63,7 @@ class Held:
 
 
 def held_delivery_messages() -> Held:
-    """Every process_delivery message the broker holds for the deliveries queue now."""
+    """Every delivery message the broker holds for the deliveries queue now."""
     queue = settings.DELIVERIES_QUEUE
     with current_app.connection_for_read() as connection:
         channel: Any = connection.default_channel
@@ -104,10 +105,10 @@ def _held(arguments: Iterable[list[Any]], *, unidentified: int = 0) -> Held:
 
 
 def _arguments_of_kombu(bodies: Iterable[dict[str, Any]]) -> Iterator[list[Any]]:
-    """The positional arguments of each process_delivery message (Celery's protocol 2: the
+    """The positional arguments of each delivery message (Celery's protocol 2: the
     task name in the headers, `[args, kwargs, embed]` as base64 JSON in the body)."""
     for message in bodies:
-        if message.get("headers", {}).get("task") != PROCESS_DELIVERY_TASK:
+        if message.get("headers", {}).get("task") not in DELIVERY_TASKS:
             continue
         try:
             args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
@@ -130,7 +131,7 @@ def _arguments_held_by_workers() -> Iterator[list[Any]]:
         for tasks in (listing or {}).values():
             for task in tasks:
                 request = task.get("request", task)  # scheduled entries wrap the request
-                if request.get("name") == PROCESS_DELIVERY_TASK:
+                if request.get("name") in DELIVERY_TASKS:
                     args = request.get("args")
                     if isinstance(args, list):
                         yield args

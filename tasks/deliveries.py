@@ -1,9 +1,11 @@
 """Processing of stored webhook deliveries: claim, verify with the gateway, settle, record."""
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping
 
 from celery import shared_task
+from celery_batches import SimpleRequest
 from django.conf import settings
 from django.db import transaction
 
@@ -12,13 +14,22 @@ from config.metrics import delivery_messages_sent
 from ledger import services
 from paystack.errors import GatewayRejected, GatewayUnavailable
 from paystack.types import Verification
-from tasks.batches import batching, claim_others, sort_by_payment, verify_all
+from tasks.batches import (
+    MessageBatches,
+    messages_of,
+    settles_together,
+    sort_by_payment,
+    verify_all,
+)
 from tasks.handlers import HANDLERS
 from tasks.retry import GatewayTask, VerdictPending
 from tasks.verification import VerifiedMomentsAgo, count_outcome, settle_answer
 from webhooks.models import Delivery, Message
 
 logger = logging.getLogger(__name__)
+
+# How a claimed delivery is retried after an outage: the outcome, or the task's Retry raised.
+Retry = Callable[[GatewayUnavailable | VerdictPending], str]
 
 
 def enqueue_deliveries(messages: list[Message], *, by: str) -> int:
@@ -27,7 +38,7 @@ def enqueue_deliveries(messages: list[Message], *, by: str) -> int:
     transaction. `by` says who sends (webhook, sweeper, replay) for the messages counter."""
     for position, message in enumerate(messages):
         try:
-            process_delivery.delay(*message)
+            process_deliveries.delay(*message)
         except PUBLISH_ERRORS as exc:
             unsent = messages[position:]
             Delivery.objects.mark_unsent(unsent)
@@ -72,20 +83,13 @@ def queue_again(delivery_ids: list[int], *, by: str) -> list[int]:
     time_limit=settings.TASK_TIME_LIMIT,
 )
 def process_delivery(self: GatewayTask, delivery_id: int, generation: int | None = None) -> str:
-    """Process one stored delivery.
+    """Process one stored delivery: a retry's or a cooldown's message (due later), or one
+    sent before batches existed. New deliveries go to process_deliveries.
 
     1. Claim it with one conditional UPDATE (a lease): only the delivery's current message,
        once its not-before time has passed, or a takeover of an expired lease. Anything else
        exits here, without a gateway call. The claim past MAX_DELIVERY_ATTEMPTS fails it.
-    2. Look up what its event type does; a type we do not act on is `ignored`.
-    3. Run the handler: it verifies with the gateway outside any lock (at most once per
-       payment per VERIFY_COOLDOWN_SECONDS, whoever asks), then settles and marks the
-       delivery processed in one transaction.
-    4. The payment was verified moments ago by another path: a new message after the
-       cooldown looks again (by then it is usually settled: no call at all).
-    5. A gateway outage (or a verdict the gateway has not reached yet) gives the lease back
-       and retries with backoff, until it gives up; a refusal fails the delivery at once; any
-       other error fails it with the error, for a person to replay.
+    2. Process it (`_process`); a gateway outage retries this task with backoff.
     """
     delivery = Delivery.objects.claim(
         delivery_id,
@@ -94,14 +98,87 @@ def process_delivery(self: GatewayTask, delivery_id: int, generation: int | None
         max_attempts=settings.MAX_DELIVERY_ATTEMPTS,
     )
     if delivery is None:
-        # Not this message's turn: a duplicate, a late or re-sent one, a retry not due yet, a
-        # live lease, or a finished delivery. Never call the gateway.
-        logger.info(
-            "delivery not claimed",
-            extra={"event_id": delivery_id, "generation": generation, "outcome": "skipped"},
-        )
+        _log_skipped(delivery_id, generation)
         return "skipped"
     held = _held(delivery)
+
+    def retry(error: GatewayUnavailable | VerdictPending) -> str:
+        return (
+            self.retry_or_give_up(
+                error,
+                give_up=_give_up(delivery, error),
+                retry_args=_retry_message(held, str(error)),
+                context=_context(delivery),
+            )
+            or "lease_lost"
+        )
+
+    return _process(delivery, retries=self.request.retries, retry=retry)
+
+
+@shared_task(
+    bind=True,
+    base=MessageBatches,
+    name="tally.process_deliveries",
+    flush_every=settings.SETTLE_BATCH_SIZE,
+    flush_interval=settings.SETTLE_BATCH_WAIT_MS / 1000,
+)
+def process_deliveries(self: MessageBatches, requests: list[SimpleRequest]) -> dict[str, int]:
+    """Process the deliveries of up to SETTLE_BATCH_SIZE messages in one task run: what
+    enqueue_deliveries sends (docs/delivery-engine.md#batched-settlement). Its worker buffers
+    messages until SETTLE_BATCH_SIZE have come or SETTLE_BATCH_WAIT_MS has passed, and
+    acknowledges them once this run has ended.
+
+    1. Claim every message's delivery in one statement, by the rules of process_delivery's
+       claim; the others exit here, without a gateway call.
+    2. Settle the charge.success deliveries together (`_settle_batch`).
+    3. Process any other event one by one (`_process`).
+    An outage for one delivery retries only that one, as a process_delivery message of its
+    own, due after the backoff. Returns how many messages ended how.
+    """
+    messages = messages_of(requests)
+    claimed = Delivery.objects.claim_all(
+        messages,
+        lease_seconds=settings.STUCK_AFTER_SECONDS,
+        max_attempts=settings.MAX_DELIVERY_ATTEMPTS,
+    )
+    taken = {delivery.pk for delivery in claimed}
+    for delivery_id, generation in messages:
+        if delivery_id not in taken:
+            _log_skipped(delivery_id, generation)
+    together = [delivery for delivery in claimed if settles_together(delivery)]
+    results = list(_settle_batch(together).values())
+    results += [
+        _process(delivery, retries=_retries_of(delivery), retry=_send_retry(delivery))
+        for delivery in claimed
+        if delivery not in together
+    ]
+    return {"skipped": len(messages) - len(claimed), **Counter(results)}
+
+
+def _log_skipped(delivery_id: int, generation: int | None) -> None:
+    # Not this message's turn: a duplicate, a late or re-sent one, a retry not due yet, a
+    # live lease, or a finished delivery. Never call the gateway.
+    logger.info(
+        "delivery not claimed",
+        extra={"event_id": delivery_id, "generation": generation, "outcome": "skipped"},
+    )
+
+
+def _process(delivery: Delivery, *, retries: int, retry: Retry) -> str:
+    """Process one claimed delivery.
+
+    1. A claim past the attempt cap has already failed it.
+    2. Look up what its event type does; a type we do not act on is `ignored`.
+    3. Run the handler: it verifies with the gateway outside any lock (at most once per
+       payment per VERIFY_COOLDOWN_SECONDS, whoever asks), then settles and marks the
+       delivery processed in one transaction.
+    4. The payment was verified moments ago by another path: a new message after the
+       cooldown looks again (by then it is usually settled: no call at all).
+    5. A gateway outage (or a verdict the gateway has not reached yet) gives the lease back
+       and `retry`s with backoff, until it gives up; a refusal fails the delivery at once;
+       any other error fails it with the error, for a person to replay.
+    """
     if delivery.status == Delivery.Status.FAILED:
         logger.warning(
             "delivery failed: too many attempts",
@@ -116,30 +193,12 @@ def process_delivery(self: GatewayTask, delivery_id: int, generation: int | None
         _finish(delivery, Delivery.Status.PROCESSED, outcome)
 
     try:
-        if batching(delivery):
-            return _settle_batch(self, delivery)
         outcome = handler(delivery, record)
     except Exception as exc:
-        return _unsettled(
-            delivery,
-            exc,
-            retries=self.request.retries,
-            retry=lambda error: (
-                self.retry_or_give_up(
-                    error,
-                    give_up=_give_up(delivery, error),
-                    retry_args=_retry_message(held, str(error)),
-                    context=_context(delivery),
-                )
-                or "lease_lost"
-            ),
-        )
+        return _unsettled(delivery, exc, retries=retries, retry=retry)
     if outcome is None:
         return _finish(delivery, Delivery.Status.IGNORED, "reference is not ours")
     return Delivery.Status.PROCESSED
-
-
-Retry = Callable[[GatewayUnavailable | VerdictPending], str]
 
 
 def _unsettled(delivery: Delivery, error: Exception, *, retries: int, retry: Retry) -> str:
@@ -168,26 +227,21 @@ def _unsettled(delivery: Delivery, error: Exception, *, retries: int, retry: Ret
     )
 
 
-def _settle_batch(task: GatewayTask, first: Delivery) -> str:
-    """Settle `first` (a charge.success its own message claimed) together with further due
-    ones (docs/delivery-engine.md#batched-settlement). Returns what process_delivery returns
-    for `first`, or raises what its handler would have raised; every other delivery of the
-    batch is recorded here, as its own message's task would have recorded it.
+def _settle_batch(batch: list[Delivery]) -> dict[Delivery, str]:
+    """Settle claimed charge.success deliveries together; what became of each.
 
-    1. Claim up to SETTLE_BATCH_SIZE - 1 more due charge.success deliveries, keeping their
-       generations: their own messages, when they come, find them leased or finished.
-    2. One statement reads every payment's status and takes the verify claims: not ours →
+    1. One statement reads every payment's status and takes the verify claims: not ours →
        ignored; settled → processed, already settled (both finished in one UPDATE);
        verified moments ago → looked at again after the cooldown.
-    3. Verify the rest concurrently, outside any lock.
-    4. Settle the answered ones in one transaction that also finishes their deliveries
+    2. Verify the rest concurrently, outside any lock.
+    3. Settle the answered ones in one transaction that also finishes their deliveries
        (those whose lease this worker still holds); an unexpected error there settles them
        one by one instead, so a poison row fails only itself.
-    5. The others go the single path's way: an outage for that reference is retried with
+    4. The others go the single path's way: an outage for that reference is retried with
        backoff under a new generation, a refusal or an error fails the delivery.
-    6. `first`'s error, if it has one, is raised last, for its own task's retry.
     """
-    batch = [first, *claim_others(first)]
+    if not batch:
+        return {}
     found = sort_by_payment(batch)
     errors: dict[Delivery, Exception] = {
         delivery: VerifiedMomentsAgo(delivery.reference, seconds_left)
@@ -212,20 +266,17 @@ def _settle_batch(task: GatewayTask, first: Delivery) -> str:
         if isinstance(answer, GatewayUnavailable):
             services.release_verify(reference=reference, claim=claim)  # may ask again at once
         errors[delivery] = answer
-    results |= _settle_answered(answered, errors, first=first)
+    results |= _settle_answered(answered, errors)
     for delivery, error in errors.items():
-        if delivery != first:
-            retry = _send_retry(task, delivery)
-            _unsettled(delivery, error, retries=_retries_of(delivery), retry=retry)
-    if first in errors:
-        raise errors[first]
-    return results[first]
+        retry = _send_retry(delivery)
+        results[delivery] = _unsettled(delivery, error, retries=_retries_of(delivery), retry=retry)
+    return results
 
 
 def _settle_answered(
-    answered: dict[Delivery, Verification], errors: dict[Delivery, Exception], *, first: Delivery
+    answered: dict[Delivery, Verification], errors: dict[Delivery, Exception]
 ) -> dict[Delivery, str]:
-    """Step 4: settle the answered payments and finish their deliveries in one transaction.
+    """Step 3: settle the answered payments and finish their deliveries in one transaction.
     On an unexpected error, each through the single path; the errors of that go to
     `errors`."""
     if not answered:
@@ -251,7 +302,7 @@ def _settle_answered(
     except Exception:
         logger.exception(
             "batch settlement failed; settling its deliveries one by one",
-            extra={"event_id": first.pk, "batch": len(answered)},
+            extra={"event_ids": [delivery.pk for delivery in answered], "batch": len(answered)},
         )
         drop_broken_database_connections()
         return {
@@ -296,13 +347,13 @@ def _finish_unverified(outcomes: Mapping[Delivery, tuple[str, str]]) -> dict[Del
     }
 
 
-def _send_retry(task: GatewayTask, delivery: Delivery) -> Retry:
-    """How a delivery claimed into a batch is retried: a new message of its own, due after
-    the backoff, under a new generation; or, out of retries, given up."""
+def _send_retry(delivery: Delivery) -> Retry:
+    """How a delivery of a batch is retried: a process_delivery message of its own, due
+    after the backoff, under a new generation; or, out of retries, given up."""
 
     def retry(error: GatewayUnavailable | VerdictPending) -> str:
         return (
-            task.send_retry_or_give_up(
+            process_delivery.send_retry_or_give_up(
                 error,
                 retries=_retries_of(delivery),
                 give_up=_give_up(delivery, error),
@@ -316,8 +367,8 @@ def _send_retry(task: GatewayTask, delivery: Delivery) -> Retry:
 
 
 def _retries_of(delivery: Delivery) -> int:
-    """How many retries a delivery claimed into a batch has had: its claims since its last
-    replay, this one aside (its own message's retry count is not known here)."""
+    """How many retries a delivery of a batch has had: its claims since its last replay,
+    this one aside (a batch's messages carry no retry count)."""
     return max(delivery.attempts - delivery.attempts_before_replay - 1, 0)
 
 

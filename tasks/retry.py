@@ -4,7 +4,7 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 from contextlib import suppress
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from celery import Task
 from celery.utils.time import get_exponential_backoff_interval
@@ -42,7 +42,14 @@ def backoff_seconds(retries: int, retry_after: float | None) -> float:
     return min(max(retry_after or 0.0, random.uniform(ceiling / 2, ceiling)), BACKOFF_MAX_SECONDS)
 
 
-class GatewayTask(Task[..., Any]):
+# celery-types makes Task generic; Celery's own class is not subscriptable at run time.
+if TYPE_CHECKING:
+    _Task = Task[..., Any]
+else:
+    _Task = Task
+
+
+class GatewayTask(_Task):
     """Base of every task that calls the gateway: retries transient errors with backoff,
     then gives up the way the task says. Tasks that hold a lease on a delivery set time limits
     below the lease (settings.TASK_TIME_LIMIT); these defaults sit above the gateway's timeout."""

@@ -93,7 +93,7 @@ def signed_post(client: Client, settings) -> SignedPost:
 
 @pytest.fixture
 def enqueued() -> Iterator[list[int]]:
-    """Record the delivery ids sent to process_delivery instead of publishing them (thread-safe)."""
+    """Record the delivery ids enqueued instead of publishing them (thread-safe)."""
     sent: list[int] = []
     lock = threading.Lock()
 
@@ -101,19 +101,20 @@ def enqueued() -> Iterator[list[int]]:
         with lock:
             sent.append(delivery_id)
 
-    with patch("tasks.deliveries.process_delivery.delay", side_effect=record):
+    with patch("tasks.deliveries.process_deliveries.delay", side_effect=record):
         yield sent
 
 
 @pytest.fixture
 def tasks_run_eagerly() -> Iterator[None]:
-    """Enqueued process_delivery tasks run at once in the test's thread, as a worker would."""
-    from tasks.deliveries import process_delivery
+    """Enqueued deliveries run at once in the test's thread, each as a batch of one, as a
+    worker would run them."""
+    from tasks.deliveries import process_deliveries
 
     def run(delivery_id: int, generation: int | None = None) -> None:
-        process_delivery.apply(args=(delivery_id, generation))
+        process_deliveries.apply(args=(delivery_id, generation))
 
-    with patch("tasks.deliveries.process_delivery.delay", side_effect=run):
+    with patch("tasks.deliveries.process_deliveries.delay", side_effect=run):
         yield
 
 

@@ -1,12 +1,12 @@
 """The delivery log: every distinct Paystack event, stored untrusted before we answer 200.
 
 Its lifecycle (docs/contract.md, delivery statuses) is written here and nowhere else, as
-methods of the queryset: claim (and claim more, for a batch), finish, requeue, mark unsent,
+methods of the queryset: claim (one message's delivery, or a batch's), finish, requeue, mark unsent,
 queue again. Every time in it is the database's clock, the one that stamps the leases, so
 hosts' clocks never matter.
 """
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -31,39 +31,70 @@ class DeliveryQuerySet(models.QuerySet["Delivery"]):
     def claim(
         self, delivery_id: int, generation: int | None, *, lease_seconds: int, max_attempts: int
     ) -> "Delivery | None":
-        """Take the delivery for processing with one conditional UPDATE (a lease on the row).
+        """`claim_all` for one message: the claimed delivery, or None."""
+        claimed = self.claim_all(
+            [(delivery_id, generation)], lease_seconds=lease_seconds, max_attempts=max_attempts
+        )
+        return next(iter(claimed), None)
 
-        The message must be the delivery's current one (`generation`; None is a message sent
+    def claim_all(
+        self,
+        messages: Iterable[tuple[int, int | None]],
+        *,
+        lease_seconds: int,
+        max_attempts: int,
+    ) -> list["Delivery"]:
+        """Take the deliveries these messages name for processing, with one conditional
+        UPDATE (a lease on each row); returns those claimed, in id order.
+
+        A message must be its delivery's current one (its generation; None is a message sent
         before generations existed and matches any), the delivery `received` or `queued`, and
         its not-before time (a retry's wait) past; or the lease of the worker that held it
         must have run out, and taking over bumps the generation so that worker can no longer
-        finish it. Anything else matches nothing: the caller exits without a gateway call. The
-        claim past `max_attempts` ends the delivery `failed` instead of processing it.
+        finish it. Anything else matches nothing: its message exits without a gateway call.
+        The claim past `max_attempts` ends the delivery `failed` instead of processing it.
         """
+        wanted = dict(messages)  # one message per delivery: a duplicate's claim is the same
+        if not wanted:
+            return []
+        table = Delivery._meta.db_table
         # The cap counts claims since a person last replayed the delivery: a replay after the
         # cause was fixed gets a fresh budget, while the sweeper's re-sends never reset it.
-        within_cap = "attempts - attempts_before_replay < %(cap)s"
+        within_cap = "delivery.attempts - delivery.attempts_before_replay < %(cap)s"
         # UPDATE … RETURNING: the claim and the read of what was claimed in one round trip.
+        # The rows are locked in id order first, so two batches never deadlock over them.
         claimed = self.raw(
             f"""
-            UPDATE {Delivery._meta.db_table} SET
-                generation = generation + CASE WHEN status = %(processing)s THEN 1 ELSE 0 END,
-                attempts = attempts + CASE WHEN {within_cap} THEN 1 ELSE 0 END,
+            UPDATE {table} AS delivery SET
+                generation = delivery.generation
+                    + CASE WHEN delivery.status = %(processing)s THEN 1 ELSE 0 END,
+                attempts = delivery.attempts + CASE WHEN {within_cap} THEN 1 ELSE 0 END,
                 status = CASE WHEN {within_cap} THEN %(processing)s ELSE %(failed)s END,
-                outcome = CASE WHEN {within_cap} THEN outcome ELSE %(capped)s END,
+                outcome = CASE WHEN {within_cap} THEN delivery.outcome ELSE %(capped)s END,
                 processed_at = CASE WHEN {within_cap} THEN NULL ELSE statement_timestamp() END,
                 stale_after = statement_timestamp() + make_interval(secs => %(lease)s)
-            WHERE id = %(id)s AND (
-                (status IN (%(received)s, %(queued)s)
-                 AND not_before <= statement_timestamp()
-                 AND (%(generation)s::integer IS NULL OR generation = %(generation)s))
-                OR (status = %(processing)s AND stale_after < statement_timestamp())
+            FROM (
+                SELECT wanted.id, message.generation
+                FROM {table} AS wanted
+                JOIN unnest(%(ids)s::integer[], %(generations)s::integer[])
+                    AS message(id, generation) ON wanted.id = message.id
+                ORDER BY wanted.id
+                FOR UPDATE OF wanted
+            ) AS message
+            WHERE delivery.id = message.id AND (
+                (delivery.status IN (%(received)s, %(queued)s)
+                 AND delivery.not_before <= statement_timestamp()
+                 AND (message.generation IS NULL OR delivery.generation = message.generation))
+                OR (delivery.status = %(processing)s
+                    AND delivery.stale_after < statement_timestamp())
             )
-            RETURNING id, event, reference, attempts, generation, status, last_error
+            RETURNING delivery.id, delivery.event, delivery.reference, delivery.attempts,
+                delivery.attempts_before_replay, delivery.generation, delivery.status,
+                delivery.last_error
             """,
             {
-                "id": delivery_id,
-                "generation": generation,
+                "ids": sorted(wanted),
+                "generations": [wanted[delivery_id] for delivery_id in sorted(wanted)],
                 "cap": max_attempts,
                 "lease": lease_seconds,
                 "processing": Delivery.Status.PROCESSING,
@@ -73,55 +104,7 @@ class DeliveryQuerySet(models.QuerySet["Delivery"]):
                 "capped": f"gave up after {max_attempts} attempts",
             },
         )
-        return next(iter(claimed), None)
-
-    def claim_more(
-        self, *, event: str, limit: int, lease_seconds: int, max_attempts: int
-    ) -> list["Delivery"]:
-        """Take up to `limit` further due deliveries of `event` for a batch, oldest first, in
-        one statement (docs/delivery-engine.md#batched-settlement).
-
-        The rules of `claim` for a message of the current generation: `queued`, its
-        not-before time past, under the attempt cap; the lease starts now and counts as an
-        attempt. The generation stays, so the delivery's own message, when it arrives, finds
-        it leased or finished and exits; and a batch whose worker died leaves leases that
-        expire like any other, for a takeover or the sweeper. SKIP LOCKED: rows another
-        worker is claiming (or the sweeper is sending again) are theirs, never waited for.
-        """
-        if limit < 1:
-            return []
-        table = Delivery._meta.db_table
-        # received_at order walks the partial index on (status, received_at): the queued rows
-        # only, however many finished ones the log holds.
-        claimed = self.raw(
-            f"""
-            UPDATE {table} SET
-                attempts = attempts + 1,
-                status = %(processing)s,
-                processed_at = NULL,
-                stale_after = statement_timestamp() + make_interval(secs => %(lease)s)
-            WHERE id IN (
-                SELECT id FROM {table}
-                WHERE status = %(queued)s AND event = %(event)s
-                  AND not_before <= statement_timestamp()
-                  AND attempts - attempts_before_replay < %(cap)s
-                ORDER BY received_at, id
-                LIMIT %(limit)s
-                FOR UPDATE SKIP LOCKED
-            )
-            RETURNING id, event, reference, attempts, attempts_before_replay, generation, status,
-                last_error
-            """,
-            {
-                "event": event,
-                "limit": limit,
-                "cap": max_attempts,
-                "lease": lease_seconds,
-                "processing": Delivery.Status.PROCESSING,
-                "queued": Delivery.Status.QUEUED,
-            },
-        )
-        return list(claimed)
+        return sorted(claimed, key=lambda delivery: delivery.pk)
 
     def finish_together(self, outcomes: Mapping[Message, tuple[str, str]]) -> set[Message]:
         """`finish` for many deliveries in one UPDATE: each `Message` → (status, outcome).

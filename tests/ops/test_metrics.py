@@ -97,7 +97,7 @@ def test_oldest_unprocessed_age_rises_for_a_stuck_delivery_and_ignores_finished_
 def test_an_unreachable_broker_skips_queue_depth_and_the_scrape_still_succeeds(
     client, monkeypatch, caplog
 ):
-    monkeypatch.setattr(current_app.conf, "broker_url", CLOSED_PORT)
+    monkeypatch.setitem(current_app.conf, "broker_read_url", CLOSED_PORT)
     DeliveryFactory()
 
     with caplog.at_level(logging.WARNING, logger="ops.gauges"):

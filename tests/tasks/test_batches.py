@@ -1,5 +1,6 @@
-"""Batched settlement (docs/delivery-engine.md#batched-settlement): one task settles many
-charge.success deliveries, each exactly once, each with its own outcome."""
+"""Batched processing (docs/delivery-engine.md#batched-settlement): one task run takes many
+delivery messages and settles their charge.success deliveries together, each exactly once,
+each with its own outcome."""
 
 import itertools
 import threading
@@ -9,24 +10,20 @@ from unittest import mock
 
 import pytest
 import responses
+from celery_batches import SimpleRequest
 from django.db import connection
 from django.db.models import F
 from django.utils import timezone
 
 from ledger import services
 from ledger.models import LedgerEntry, Payment, PaymentTransition
-from tasks.deliveries import process_delivery
+from tasks.batches import MessageBatches, messages_of
+from tasks.deliveries import process_deliveries, process_delivery
 from tasks.sweeps import sweep_stuck_deliveries
 from tasks.verification import verify_payment
 from tests.factories import ContestantFactory, DeliveryFactory, PaymentFactory
 from tests.helpers import counted, run_concurrently, says, verify_answer, verify_url, votes_of
 from webhooks.models import Delivery, Message
-
-
-@pytest.fixture(autouse=True)
-def batches_of_32(settings):
-    settings.SETTLE_BATCH_SIZE = 32
-    settings.SETTLE_BATCH_WAIT_MS = 0
 
 
 @pytest.fixture
@@ -54,6 +51,27 @@ def paid(gateway, count: int, *, votes: int = 2) -> list[Delivery]:
     return deliveries
 
 
+def request(args: tuple[Any, ...]) -> SimpleRequest:
+    """A buffered message as celery-batches hands it to the task."""
+    return SimpleRequest(
+        id="test",
+        name="tally.process_deliveries",
+        args=args,
+        kwargs={},
+        delivery_info={},
+        hostname="test",
+        ignore_result=True,
+        reply_to=None,
+        correlation_id=None,
+        request_dict={},
+    )
+
+
+def run_batch(deliveries: list[Delivery]) -> dict[str, int]:
+    """One task run over the current message of each delivery."""
+    return process_deliveries([request((d.pk, d.generation)) for d in deliveries])
+
+
 def run(delivery: Delivery, generation: int | None = None) -> str:
     return str(process_delivery.apply(args=(delivery.pk, generation or delivery.generation)).get())
 
@@ -75,12 +93,12 @@ def assert_credited_once(deliveries: list[Delivery], *, votes: int = 2) -> None:
 
 
 @pytest.mark.django_db
-def test_one_task_settles_a_batch_each_once_with_one_verify_call_each(gateway):
+def test_one_task_run_settles_a_batch_each_once_with_one_verify_call_each(gateway):
     deliveries = paid(gateway, 6, votes=2)
     credited_before = counted("tally_payments_settled_total", outcome="credited")
     votes_before = counted("tally_votes_credited_total")
 
-    assert run(deliveries[0]) == "processed"
+    assert run_batch(deliveries) == {"skipped": 0, "processed": 6}
 
     assert statuses(deliveries) == [("processed", "credited")] * 6
     assert_credited_once(deliveries, votes=2)
@@ -89,33 +107,41 @@ def test_one_task_settles_a_batch_each_once_with_one_verify_call_each(gateway):
     )
     assert counted("tally_payments_settled_total", outcome="credited") == credited_before + 6
     assert counted("tally_votes_credited_total") == votes_before + 12
-    # Each co-claimed delivery was claimed once, under its own generation.
+    # Each delivery was claimed once, under its own generation.
     assert {(d.attempts, d.generation) for d in Delivery.objects.all()} == {(1, 1)}
 
 
 @pytest.mark.django_db
-def test_a_co_claimed_deliverys_own_message_exits_without_a_gateway_call(gateway):
-    first, second, third = paid(gateway, 3)
-    run(first)
+def test_a_message_again_for_a_settled_delivery_exits_without_a_gateway_call(gateway):
+    first, second = paid(gateway, 2)
+    run_batch([first, second])
     calls = len(gateway.calls)
 
+    assert run_batch([first, second]) == {"skipped": 2}
     assert run(second) == "skipped"
-    assert run(third, third.generation) == "skipped"
     assert len(gateway.calls) == calls
-    assert statuses([second, third]) == [("processed", "credited")] * 2
 
 
 @pytest.mark.django_db
-def test_a_co_claimed_delivery_leased_by_a_batch_is_skipped_by_its_own_message(gateway):
+def test_a_delivery_leased_by_another_batch_is_skipped(gateway):
     first, second = paid(gateway, 2)
-    Delivery.objects.claim(first.pk, 1, lease_seconds=60, max_attempts=10)
-    co_claimed = Delivery.objects.claim_more(
-        event="charge.success", limit=5, lease_seconds=60, max_attempts=10
-    )
-    assert [d.pk for d in co_claimed] == [second.pk]
+    Delivery.objects.claim_all([(second.pk, 1)], lease_seconds=60, max_attempts=10)
 
-    assert run(second) == "skipped"
-    assert len(gateway.calls) == 0
+    assert run_batch([first, second]) == {"skipped": 1, "processed": 1}
+    assert statuses([second]) == [("processing", "")]
+    assert len(gateway.calls) == 1
+
+
+@pytest.mark.django_db
+def test_a_message_of_an_older_generation_or_not_yet_due_is_skipped(gateway):
+    old, waiting, due = paid(gateway, 3)
+    Delivery.objects.filter(pk=old.pk).update(generation=2)
+    Delivery.objects.filter(pk=waiting.pk).update(not_before=timezone.now() + timedelta(minutes=5))
+
+    assert process_deliveries(
+        [request((old.pk, 1)), request((waiting.pk, 1)), request((due.pk, 1))]
+    ) == {"skipped": 2, "processed": 1}
+    assert statuses([old, waiting]) == [("queued", "")] * 2
 
 
 @pytest.mark.django_db
@@ -140,9 +166,16 @@ def test_a_mixed_batch_gives_each_delivery_its_own_outcome(gateway, sent):
         DeliveryFactory(payment=unknown_to_gateway),
         DeliveryFactory(payment=settled),
         DeliveryFactory(reference="tly-not-ours"),
+        DeliveryFactory(event="subscription.create", reference=""),
     ]
 
-    assert run(good[0]) == "processed"
+    assert run_batch(good + others) == {
+        "skipped": 0,
+        "processed": 5,
+        "retrying": 1,
+        "failed": 1,
+        "ignored": 2,
+    }
 
     assert statuses(good) == [("processed", "credited")] * 3
     assert_credited_once(good)
@@ -152,13 +185,14 @@ def test_a_mixed_batch_gives_each_delivery_its_own_outcome(gateway, sent):
         ("failed", "gateway refused"),
         ("processed", "already_settled"),
         ("ignored", "reference is not ours"),
+        ("ignored", "subscription.create is not acted on"),
     ]
     assert Payment.objects.get(pk=mismatch.pk).status == "flagged"
     assert Payment.objects.get(pk=down.pk).status == "pending"
     # Only payments a verdict can change were asked about, each once.
     assert len(gateway.calls) == 6
-    # The outage goes the retry path: its lease back under a new generation, a new message
-    # of that generation sent, and its verify claim given back.
+    # The outage goes the retry path: its lease back under a new generation, a new
+    # process_delivery message of that generation sent, and its verify claim given back.
     retried = Delivery.objects.get(pk=others[1].pk)
     assert retried.generation == 2
     assert "500" in retried.last_error
@@ -172,23 +206,6 @@ def test_a_mixed_batch_gives_each_delivery_its_own_outcome(gateway, sent):
 
 
 @pytest.mark.django_db
-def test_an_outage_for_the_first_delivery_retries_it_through_its_own_task(gateway, sent):
-    first, *rest = paid(gateway, 3)
-    gateway.replace(responses.GET, verify_url(first.reference), status=503, json={})
-    retries = []
-
-    def record_retry(*args: Any, **kwargs: Any) -> Any:
-        retries.append(tuple(kwargs["args"]))
-        raise RuntimeError("stop after the first retry")
-
-    with mock.patch.object(process_delivery, "retry", side_effect=record_retry):
-        process_delivery.apply(args=(first.pk, 1))
-
-    assert retries == [(first.pk, 2)]
-    assert statuses(rest) == [("processed", "credited")] * 2
-
-
-@pytest.mark.django_db
 def test_a_payment_verified_moments_ago_is_looked_at_again_after_the_cooldown(
     gateway, sent, settings
 ):
@@ -196,7 +213,7 @@ def test_a_payment_verified_moments_ago_is_looked_at_again_after_the_cooldown(
     first, second = paid(gateway, 2)
     services.claim_verify(reference=second.reference)  # the callback asked just now
 
-    run(first)
+    assert run_batch([first, second]) == {"skipped": 0, "processed": 1, "cooldown": 1}
 
     assert statuses([first]) == [("processed", "credited")]
     requeued = Delivery.objects.get(pk=second.pk)
@@ -221,7 +238,7 @@ def test_an_unexpected_error_in_the_batch_settles_its_deliveries_one_by_one(gate
         mock.patch.object(services, "settle_payments", side_effect=RuntimeError("batch bug")),
         mock.patch.object(services, "settle_payment", side_effect=settle_unless_poison),
     ):
-        assert run(deliveries[0]) == "processed"
+        assert run_batch(deliveries) == {"skipped": 0, "processed": 3, "failed": 1}
 
     good = [d for d in deliveries if d.reference != poison]
     assert statuses(good) == [("processed", "credited")] * 3
@@ -234,36 +251,51 @@ def test_an_unexpected_error_in_the_batch_settles_its_deliveries_one_by_one(gate
 
 
 @pytest.mark.django_db
-def test_a_delivery_at_the_attempt_cap_is_not_co_claimed(gateway, settings):
+def test_a_delivery_at_the_attempt_cap_fails_without_a_call_and_the_rest_settle(gateway, settings):
     settings.MAX_DELIVERY_ATTEMPTS = 3
     first, capped = paid(gateway, 2)
     Delivery.objects.filter(pk=capped.pk).update(attempts=3)
 
-    run(first)
+    assert run_batch([first, capped]) == {"skipped": 0, "processed": 1, "failed": 1}
 
-    assert statuses([capped]) == [("queued", "")]
-    assert run(capped) == "failed"
+    assert statuses([first, capped]) == [
+        ("processed", "credited"),
+        ("failed", "gave up after 3 attempts"),
+    ]
     assert len(gateway.calls) == 1
 
 
 @pytest.mark.django_db
-def test_batch_size_one_settles_each_delivery_on_its_own(gateway, settings):
-    settings.SETTLE_BATCH_SIZE = 1
-    first, second = paid(gateway, 2)
+def test_a_message_that_names_no_delivery_is_dropped_and_the_rest_settle(gateway):
+    (delivery,) = paid(gateway, 1)
+    requests = [request(("not a number", 1)), request(()), request((delivery.pk, 1))]
 
-    run(first)
+    assert messages_of(requests) == [(delivery.pk, 1)]
+    assert process_deliveries(requests) == {"skipped": 0, "processed": 1}
 
-    assert statuses([first, second]) == [("processed", "credited"), ("queued", "")]
 
+def test_the_worker_acknowledges_a_batch_only_after_its_run_and_puts_a_lost_run_back():
+    """MessageBatches.flush: what the pool is asked to do with a full buffer."""
 
-@pytest.mark.django_db
-def test_a_retry_not_yet_due_is_not_co_claimed(gateway):
-    first, waiting = paid(gateway, 2)
-    Delivery.objects.filter(pk=waiting.pk).update(not_before=timezone.now() + timedelta(minutes=5))
+    class Pool:
+        def __init__(self) -> None:
+            self.options: dict[str, Any] = {}
 
-    run(first)
+        def apply_async(self, target: Any, args: Any, **options: Any) -> None:
+            self.options = options
 
-    assert statuses([waiting]) == [("queued", "")]
+    buffered = [mock.Mock(args=(n, 1), kwargs={}) for n in range(3)]
+    task = MessageBatches()
+    task._pool = pool = Pool()
+    with mock.patch.object(SimpleRequest, "from_request", side_effect=lambda r: r):
+        task.flush(buffered)
+
+    assert not any(r.acknowledge.called or r.reject.called for r in buffered)
+    assert pool.options["timeout"] < pool.options["soft_timeout"] + 60
+    pool.options["callback"](None)
+    assert all(r.acknowledge.call_count == 1 for r in buffered)
+    pool.options["error_callback"](RuntimeError("child killed"))
+    assert all(r.reject.call_args == mock.call(requeue=True) for r in buffered)
 
 
 # --- races and recovery, on real transactions -------------------------------------------------
@@ -272,17 +304,20 @@ def test_a_retry_not_yet_due_is_not_co_claimed(gateway):
 @pytest.mark.django_db(transaction=True)
 def test_batches_racing_over_the_same_deliveries_credit_each_payment_once(gateway, sent):
     deliveries = paid(gateway, 40, votes=3)
-    firsts = itertools.cycle(deliveries[::5])
+    # Twelve runs over overlapping messages, in different orders (a duplicate message, a
+    # sweeper's re-send); one thread is a payer's callback instead.
+    orders = itertools.cycle([deliveries[:25], deliveries[15:][::-1], deliveries[::2], None])
     lock = threading.Lock()
 
     def one_batch_or_a_callback() -> object:
         with lock:
-            first = next(firsts)
-        if first == deliveries[35]:  # some threads are the payers' callbacks instead
+            batch = next(orders)
+        if batch is None:
             return verify_payment.apply(args=(deliveries[-1].reference,)).get()
-        return process_delivery.apply(args=(first.pk, first.generation)).get()
+        return run_batch(batch)
 
     run_concurrently(one_batch_or_a_callback, times=12)
+    verify_payment.apply(args=(deliveries[-1].reference,)).get()
     for delivery in deliveries:  # anything a batch left queued (a cooldown) runs on its own
         if Delivery.objects.get(pk=delivery.pk).status == "queued":
             run(Delivery.objects.get(pk=delivery.pk))
@@ -299,11 +334,12 @@ def test_a_batch_abandoned_by_a_dead_worker_is_settled_once_after_its_lease(
     deliveries = paid(gateway, 5)
     first = deliveries[0]
     # A worker claims a batch and dies before settling (SIGKILL): the rows stay leased.
-    Delivery.objects.claim(first.pk, 1, lease_seconds=60, max_attempts=10)
-    Delivery.objects.claim_more(event="charge.success", limit=31, lease_seconds=60, max_attempts=10)
+    Delivery.objects.claim_all(
+        [(d.pk, d.generation) for d in deliveries], lease_seconds=60, max_attempts=10
+    )
     assert {status for status, _ in statuses(deliveries)} == {"processing"}
-    # Their own messages, arriving meanwhile, find them leased and exit.
-    assert {run(d) for d in deliveries[1:]} == {"skipped"}
+    # Their messages, put back and arriving again meanwhile, find them leased and exit.
+    assert run_batch(deliveries) == {"skipped": 5}
     assert len(gateway.calls) == 0
 
     Delivery.objects.update(stale_after=F("stale_after") - timedelta(minutes=2))

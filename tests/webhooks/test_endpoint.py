@@ -13,7 +13,7 @@ from django.test import Client
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
 from config import celery_app
-from tasks.deliveries import process_delivery
+from tasks.deliveries import process_deliveries
 from tasks.sweeps import sweep_stuck_deliveries
 from tests.helpers import (
     WEBHOOK_URL,
@@ -436,7 +436,7 @@ def test_broker_refusing_the_task_still_answers_200_and_leaves_the_delivery_rece
 ):
     refuse = BrokerOperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
     with (
-        patch("tasks.deliveries.process_delivery.delay", side_effect=refuse) as delay,
+        patch("tasks.deliveries.process_deliveries.delay", side_effect=refuse) as delay,
         django_capture_on_commit_callbacks(execute=True),
     ):
         response = signed_post(a_charge())
@@ -462,12 +462,12 @@ def unreachable_broker() -> Iterator[None]:
 
     def publish(delivery_id: int, generation: int) -> object:
         # Celery hands `connection` on to send_task; the stubs list no such option.
-        return process_delivery.apply_async(  # type: ignore[call-arg]
+        return process_deliveries.apply_async(  # type: ignore[call-arg]
             (delivery_id, generation), connection=connection
         )
 
     try:
-        with patch("tasks.deliveries.process_delivery.delay", side_effect=publish):
+        with patch("tasks.deliveries.process_deliveries.delay", side_effect=publish):
             yield
     finally:
         connection.release()
@@ -487,7 +487,7 @@ def test_a_really_unreachable_broker_answers_200_and_the_sweeper_enqueues_later(
     sent: list[tuple[int, int]] = []
     with (
         patch(
-            "tasks.deliveries.process_delivery.delay",
+            "tasks.deliveries.process_deliveries.delay",
             side_effect=lambda *message: sent.append(message),
         ),
         django_capture_on_commit_callbacks(execute=True),

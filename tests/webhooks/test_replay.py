@@ -112,7 +112,7 @@ def test_replay_reports_deliveries_the_broker_refused_and_leaves_them_for_the_sw
     delivery = DeliveryFactory(status="failed")
     refuse = BrokerOperationalError("Connection refused")
 
-    with patch("tasks.deliveries.process_delivery.delay", side_effect=refuse):
+    with patch("tasks.deliveries.process_deliveries.delay", side_effect=refuse):
         result = replay_deliveries(delivery_ids=[delivery.pk])
 
     assert (result.replayed, result.sent, result.refused_by_broker) == (1, 0, 1)
@@ -401,7 +401,7 @@ def test_a_run_says_when_the_broker_refused(capsys):
     DeliveryFactory(status="failed")
     refuse = BrokerOperationalError("Connection refused")
 
-    with patch("tasks.deliveries.process_delivery.delay", side_effect=refuse):
+    with patch("tasks.deliveries.process_deliveries.delay", side_effect=refuse):
         call_command("replay_events")
 
     assert "the broker refused 1: left as received" in capsys.readouterr().out

@@ -295,13 +295,13 @@ def _settle_tally(bench: Bench, contestants: int, layout: str, batch: int) -> Ro
     who = "tally" if batch == 1 else f"tally K={batch}"
 
     def measure(count: int, name: str) -> Round:
-        from tasks.deliveries import process_delivery
+        from tasks.deliveries import process_deliveries
 
         bench.clean()
         payments = bench.new_payments(count, contestants, label=f"settle{name}")
         # What tasks.deliveries.enqueue_deliveries sends, held back until the clock starts.
         for delivery_id in store_deliveries(payments):
-            process_delivery.apply_async((delivery_id, 1), queue=HOLD)
+            process_deliveries.apply_async((delivery_id, 1), queue=HOLD)
         label = f"settle {layout}: {who}, round {name}"
         drained, spent = _drain_backlog(bench, finished_deliveries, count, label)
         exactness = ledger_exactness(payments, capped=drained.capped)

@@ -1,8 +1,10 @@
 """OpenTelemetry traces: off unless an OTLP endpoint is configured (docs/operations.md#traces).
 
-One webhook becomes one trace: gunicorn's request span (Django), the Celery publish, the
-task run in a worker (Celery carries the trace in the message headers), the verify call to
-the gateway (requests) and every SQL statement (psycopg), the ledger's writes included.
+A webhook's trace holds gunicorn's request span (Django) and the Celery publish. A worker
+runs many delivery messages as one task (a batch): that run is a trace of its own, linked to
+the publish of every message it took (Celery carries each in the message headers), with the
+verify calls to the gateway (requests) and every SQL statement (psycopg), the ledger's writes
+included, inside it. A retry's message (one delivery) continues its sender's trace.
 
 Each process turns tracing on where it starts, after any fork: config/wsgi.py for web
 (gunicorn imports it in each worker), config/celery_app.py's worker_process_init for each
@@ -18,8 +20,8 @@ sizes) are read by the SDK itself.
 """
 
 import os
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from config.logging import stamp_trace_ids
 
@@ -94,6 +96,20 @@ def configure_tracing(*, service: str, django: bool = False) -> bool:
     stamp_trace_ids(current_trace_ids)
     _provider = provider
     return True
+
+
+def link_to_senders(headers: Iterable[Mapping[str, Any]]) -> None:
+    """Link the span running now (a batch run's) to the span that sent each message, found
+    in its headers: OpenTelemetry's way for one consumer span that serves many messages."""
+    if _provider is None:
+        return
+    from opentelemetry import propagate, trace
+
+    running = trace.get_current_span()
+    for carrier in headers:
+        sender = trace.get_current_span(propagate.extract(carrier)).get_span_context()
+        if sender.is_valid:
+            running.add_link(sender)
 
 
 def flush_traces() -> None:

@@ -11,6 +11,7 @@ from django.db import transaction
 
 from config.celery_app import PUBLISH_ERRORS, drop_broken_database_connections
 from config.metrics import delivery_messages_sent
+from config.tracing import link_to_senders
 from ledger import services
 from paystack.errors import GatewayRejected, GatewayUnavailable
 from paystack.types import Verification
@@ -136,6 +137,7 @@ def process_deliveries(self: MessageBatches, requests: list[SimpleRequest]) -> d
     An outage for one delivery retries only that one, as a process_delivery message of its
     own, due after the backoff. Returns how many messages ended how.
     """
+    link_to_senders(request.request_dict or {} for request in requests)
     messages = messages_of(requests)
     claimed = Delivery.objects.claim_all(
         messages,

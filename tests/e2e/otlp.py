@@ -31,6 +31,7 @@ class ReceivedSpan:
     span_id: str
     parent_span_id: str
     attributes: dict[str, Any]
+    links: tuple[tuple[str, str], ...] = ()  # (trace id, span id) of each linked span
 
 
 class SpanSink:
@@ -50,6 +51,7 @@ class SpanSink:
                 span_id=span.span_id.hex(),
                 parent_span_id=span.parent_span_id.hex(),
                 attributes=_attributes(span.attributes),
+                links=tuple((link.trace_id.hex(), link.span_id.hex()) for link in span.links),
             )
             for resource_spans in request.resource_spans
             for scope_spans in resource_spans.scope_spans

@@ -18,9 +18,10 @@ pytestmark = pytest.mark.e2e
 
 # SpanKind as OTLP numbers it (opentelemetry.proto.trace.v1.Span.SpanKind).
 SERVER, CLIENT, PRODUCER, CONSUMER = 2, 3, 4, 5
+DELIVERIES_TASK = "tally.process_deliveries"
 
 
-def test_one_delivery_is_one_trace_from_the_webhook_post_to_the_ledger_write(stack, sandbox):
+def test_a_delivery_is_traced_from_the_webhook_post_to_the_ledger_write(stack, sandbox):
     port = free_port()
     with otlp_collector(port) as collector:
         stack.env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{port}"
@@ -41,25 +42,24 @@ def test_one_delivery_is_one_trace_from_the_webhook_post_to_the_ledger_write(sta
     trace = Trace(spans, payment.reference)
     post = trace.webhook_post()
     assert post.service == "tally-web" and post.parent_span_id == ""  # the trace starts here
-    publish = trace.one(PRODUCER, "tally-web", lambda s: "tally.process_event" in s.name)
+    publish = trace.one(PRODUCER, "tally-web", lambda s: DELIVERIES_TASK in s.name)
+    assert publish.trace_id == post.trace_id
+    # The worker runs a batch of messages as one task: its span starts a trace of its own and
+    # links to the publish of each message it took (carried in the message's headers).
     run = trace.task_run()
+    assert (publish.trace_id, publish.span_id) in run.links
     verify = trace.verify_call()
     ledger_write = trace.ledger_write()
-    assert {s.trace_id for s in (post, publish, run, verify, ledger_write)} == {post.trace_id}
-    assert run.parent_span_id == publish.span_id  # carried in the message's headers
+    assert {s.trace_id for s in (run, verify, ledger_write)} == {run.trace_id}
     # The gateway call and the credit's ledger entry, both inside the task's span.
     assert verify.parent_span_id == run.span_id
     assert ledger_write.parent_span_id == run.span_id
 
-    # Every line the task wrote, Celery's own included, names the trace and the task's span.
+    # The lines the run wrote about this payment name its trace and the task's span.
     lines = json_lines(worker.output())
-    settled = [line for line in lines if line["message"] == "payment settled"]
-    assert [line["reference"] for line in settled] == [payment.reference]
-    task_lines = [line for line in lines if line.get("task_id") == settled[0]["task_id"]]
-    assert {line["message"] for line in task_lines} >= {"payment settled", "delivery processed"}
-    assert {(line["trace_id"], line["span_id"]) for line in task_lines} == {
-        (post.trace_id, run.span_id)
-    }
+    about = [line for line in lines if line.get("reference") == payment.reference]
+    assert {line["message"] for line in about} >= {"payment settled", "delivery processed"}
+    assert {(line["trace_id"], line["span_id"]) for line in about} == {(run.trace_id, run.span_id)}
 
 
 class Trace:
@@ -82,7 +82,7 @@ class Trace:
         return True
 
     def task_run(self) -> ReceivedSpan:
-        return self.one(CONSUMER, "tally-worker", lambda s: "tally.process_event" in s.name)
+        return self.one(CONSUMER, "tally-worker", lambda s: DELIVERIES_TASK in s.name)
 
     def webhook_post(self) -> ReceivedSpan:
         return self.one(SERVER, "tally-web", lambda s: "webhooks/paystack" in _target(s))

@@ -461,10 +461,8 @@ def unreachable_broker() -> Iterator[None]:
     connection = celery_app.connection_for_write(f"redis://127.0.0.1:{closed_port}/15")
 
     def publish(delivery_id: int, generation: int) -> object:
-        # Celery hands `connection` on to send_task; the stubs list no such option.
-        return process_deliveries.apply_async(  # type: ignore[call-arg]
-            (delivery_id, generation), connection=connection
-        )
+        # Celery hands `connection` on to send_task.
+        return process_deliveries.apply_async((delivery_id, generation), connection=connection)
 
     try:
         with patch("tasks.deliveries.process_deliveries.delay", side_effect=publish):

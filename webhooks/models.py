@@ -54,7 +54,9 @@ class DeliveryQuerySet(models.QuerySet["Delivery"]):
         finish it. Anything else matches nothing: its message exits without a gateway call.
         The claim past `max_attempts` ends the delivery `failed` instead of processing it.
         """
-        wanted = dict(messages)  # one message per delivery: a duplicate's claim is the same
+        # Every message goes in, duplicates too: of two messages of one delivery (an older
+        # generation's and the current one's), the current one claims it.
+        wanted = sorted(messages, key=lambda message: message[0])
         if not wanted:
             return []
         table = Delivery._meta.db_table
@@ -93,8 +95,8 @@ class DeliveryQuerySet(models.QuerySet["Delivery"]):
                 delivery.last_error
             """,
             {
-                "ids": sorted(wanted),
-                "generations": [wanted[delivery_id] for delivery_id in sorted(wanted)],
+                "ids": [delivery_id for delivery_id, _ in wanted],
+                "generations": [generation for _, generation in wanted],
                 "cap": max_attempts,
                 "lease": lease_seconds,
                 "processing": Delivery.Status.PROCESSING,

@@ -352,3 +352,14 @@ def test_a_batch_abandoned_by_a_dead_worker_is_settled_once_after_its_lease(
     assert len(gateway.calls) == 5
     # The dead worker's generation can no longer finish or requeue anything.
     assert not Delivery.objects.finish(Message(first.pk, 1), status="failed")
+
+
+@pytest.mark.django_db
+def test_the_current_message_claims_its_delivery_beside_an_older_ones_copy(gateway):
+    (delivery,) = paid(gateway, 1)
+    Delivery.objects.filter(pk=delivery.pk).update(generation=2)
+
+    for order in ([(delivery.pk, 2), (delivery.pk, 1)], [(delivery.pk, 1), (delivery.pk, 2)]):
+        Delivery.objects.filter(pk=delivery.pk).update(status="queued")
+        claimed = Delivery.objects.claim_all(order, lease_seconds=60, max_attempts=10)
+        assert [(d.pk, d.generation, d.status) for d in claimed] == [(delivery.pk, 2, "processing")]

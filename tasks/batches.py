@@ -3,6 +3,7 @@
 messages into one task run (celery-batches), and settles their charge.success deliveries in
 one transaction. Nothing here holds a row lock across a gateway call."""
 
+import contextvars
 import logging
 import os
 import threading
@@ -84,7 +85,11 @@ def verify_all(references: list[str]) -> dict[str, Answer]:
     twice for one payment."""
     if len(references) == 1:
         return {references[0]: _answer(references[0])}
-    futures = {reference: _verifier().submit(_answer, reference) for reference in references}
+    # Each call runs in a copy of this context, so its span (tracing) sits inside the run's.
+    futures = {
+        reference: _verifier().submit(contextvars.copy_context().run, _answer, reference)
+        for reference in references
+    }
     timeout = settings.PAYSTACK_TIMEOUT
     wait(futures.values(), timeout=settings.TASK_SOFT_TIME_LIMIT - 2 * timeout)
     for future in futures.values():

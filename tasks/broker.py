@@ -1,13 +1,15 @@
 """What the broker holds, for the sweeper and the queue-depth metric.
 
 Redis keeps a queue as a list, and every message a worker has taken but not acknowledged
-(running, prefetched, or an ETA retry waiting for its time) in one `unacked` hash: both can be
-read, so the sweeper knows exactly which delivery messages exist. RabbitMQ does not let a
+(running, prefetched or buffered for a batch, or an ETA retry waiting for its time) in one
+`unacked` hash, with when it was taken: both can be read, so the sweeper knows exactly which
+delivery messages exist. RabbitMQ does not let a
 client read waiting messages; it tells how many wait, and the workers tell what they hold.
 """
 
 import base64
 import json
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,11 +74,19 @@ def held_delivery_messages() -> Held:
             waiting_count = int(client.llen(queue))
             read_all = waiting_count <= READ_AT_MOST
             waiting = client.lrange(queue, 0, -1) if read_all else []
+            # A message a worker took counts while that worker may still run it: taken within
+            # the lease, or an ETA retry waiting for its time. One taken longer ago by a worker
+            # that died (SIGKILL) stays in `unacked` until Redis' visibility timeout (an hour)
+            # and counts as lost: sending it again costs a skipped claim if it does run.
+            taken_since = time.time() - settings.STUCK_AFTER_SECONDS
+            recent = set(client.zrangebyscore(channel.unacked_index_key, taken_since, "+inf"))
             taken = [
                 envelope
-                for raw in client.hvals(channel.unacked_key)
+                for tag, raw in client.hgetall(channel.unacked_key).items()
                 for envelope in [json.loads(raw)]
-                if len(envelope) == 3 and envelope[2] == queue  # [message, exchange, key]
+                if len(envelope) == 3
+                and envelope[2] == queue  # [message, exchange, key]
+                and (tag in recent or envelope[0].get("headers", {}).get("eta"))
             ]
             bodies = [json.loads(raw) for raw in waiting] + [envelope[0] for envelope in taken]
             unidentified = 0 if read_all else waiting_count

@@ -5,6 +5,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from celery_batches import SimpleRequest
 from django.conf import settings
 from django.db import transaction
@@ -244,7 +245,13 @@ def _settle_batch(batch: list[Delivery]) -> dict[Delivery, str]:
     """
     if not batch:
         return {}
-    found = sort_by_payment(batch)
+    try:
+        found = sort_by_payment(batch)
+    except Exception as exc:  # a row lock held past the soft time limit, a database error
+        return {
+            delivery: _unsettled(delivery, exc, retries=0, retry=_send_retry(delivery))
+            for delivery in batch
+        }
     errors: dict[Delivery, Exception] = {
         delivery: VerifiedMomentsAgo(delivery.reference, seconds_left)
         for delivery, seconds_left in found.moments_ago
@@ -301,6 +308,11 @@ def _settle_answered(
             )
             if len(settlements) != len(answered):
                 raise LookupError("a payment of the batch vanished while it was verified")
+    except SoftTimeLimitExceeded as exc:
+        # A row lock held too long: no time is left to settle them one by one. Each fails
+        # with the error, as it would have alone (a replay settles it once the lock is gone).
+        errors.update(dict.fromkeys(answered, exc))
+        return {}
     except Exception:
         logger.exception(
             "batch settlement failed; settling its deliveries one by one",

@@ -43,6 +43,9 @@ def test_a_batch_of_a_sigkilled_worker_is_settled_once_by_another(any_broker, st
     for payment in payments:  # stored and queued while no worker runs: one batch takes them
         sandbox.deliver(payment.reference)
     wait_until(lambda: Delivery.objects.filter(status="queued").count() == 20, timeout=20)
+    # The dead batch took every payment's verify claim: the survivor verifies them again once
+    # the cooldown is over, not at once (a call may have reached the gateway).
+    stack.env["VERIFY_COOLDOWN_SECONDS"] = "5"
     # Slow verify (1.5 s, under PAYSTACK_TIMEOUT=2): the batch is mid-verify when killed.
     sandbox.post("faults", {"endpoint": "verify", "fault": "timeout", "delay": 1.5, "count": 20})
     first = stack.worker("doomed", concurrency=1)
@@ -53,7 +56,8 @@ def test_a_batch_of_a_sigkilled_worker_is_settled_once_by_another(any_broker, st
 
     stack.worker("survivor", concurrency=2)
     stack.beat()
-    wait_until(all_credited(payments), timeout=8 + 30)  # STUCK_AFTER_SECONDS + 30 s
+    # STUCK_AFTER_SECONDS + VERIFY_COOLDOWN_SECONDS + 30 s
+    wait_until(all_credited(payments), timeout=8 + 5 + 30)
 
     assert_exactly_once(payments)
 

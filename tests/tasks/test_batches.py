@@ -10,6 +10,7 @@ from unittest import mock
 
 import pytest
 import responses
+from celery.exceptions import SoftTimeLimitExceeded
 from celery_batches import SimpleRequest
 from django.db import connection
 from django.db.models import F
@@ -363,3 +364,26 @@ def test_the_current_message_claims_its_delivery_beside_an_older_ones_copy(gatew
         Delivery.objects.filter(pk=delivery.pk).update(status="queued")
         claimed = Delivery.objects.claim_all(order, lease_seconds=60, max_attempts=10)
         assert [(d.pk, d.generation, d.status) for d in claimed] == [(delivery.pk, 2, "processing")]
+
+
+@pytest.mark.django_db
+def test_a_batch_cut_off_by_its_soft_time_limit_fails_its_deliveries_with_the_error(gateway):
+    deliveries = paid(gateway, 3)
+
+    with mock.patch.object(services, "settle_payments", side_effect=SoftTimeLimitExceeded()):
+        assert run_batch(deliveries) == {"skipped": 0, "failed": 3}
+
+    assert statuses(deliveries) == [("failed", "unexpected error")] * 3
+    assert all(d.last_error.startswith("SoftTimeLimitExceeded") for d in Delivery.objects.all())
+    assert set(Payment.objects.values_list("status", flat=True)) == {"pending"}
+
+
+@pytest.mark.django_db
+def test_a_batch_whose_status_read_fails_fails_its_deliveries_with_the_error(gateway):
+    deliveries = paid(gateway, 2)
+
+    with mock.patch.object(services, "claim_verifies", side_effect=SoftTimeLimitExceeded()):
+        assert run_batch(deliveries) == {"skipped": 0, "failed": 2}
+
+    assert statuses(deliveries) == [("failed", "unexpected error")] * 2
+    assert len(gateway.calls) == 0

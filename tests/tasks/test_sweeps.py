@@ -3,12 +3,13 @@ never sent or were lost, and leaves every message the broker holds alone."""
 
 import base64
 import json
+import time
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
-from tasks.deliveries import process_delivery
+from tasks.deliveries import process_deliveries, process_delivery
 from tasks.sweeps import sweep_stuck_deliveries
 from tests.factories import DeliveryFactory
 from tests.helpers import run_concurrently
@@ -20,7 +21,7 @@ LONG_AGO = timedelta(minutes=10)
 
 
 def messages_in(broker) -> list[tuple[int, int]]:
-    """(delivery id, generation) of every process_delivery message waiting in the broker."""
+    """(delivery id, generation) of every delivery message waiting in the broker."""
     bodies = [json.loads(raw)["body"] for raw in broker.lrange("celery", 0, -1)]
     # A Celery message body is base64 of [args, kwargs, embed]; args is (delivery_id, gen).
     return sorted(tuple(json.loads(base64.b64decode(body))[0]) for body in bodies)
@@ -33,7 +34,15 @@ def overdue(**fields) -> Delivery:
 
 def sent_now(delivery: Delivery) -> None:
     """Its current message, waiting in the broker."""
-    process_delivery.delay(delivery.pk, delivery.generation)
+    process_deliveries.delay(delivery.pk, delivery.generation)
+
+
+def taken_by_a_worker(broker, *, seconds_ago: float) -> None:
+    """The waiting message, taken by a worker `seconds_ago` and not acknowledged: Redis keeps
+    it in `unacked`, and when in `unacked_index`."""
+    raw = broker.rpop("celery")
+    broker.hset("unacked", "tag-1", json.dumps([json.loads(raw), "celery", "celery"]))
+    broker.zadd("unacked_index", {"tag-1": time.time() - seconds_ago})
 
 
 def test_received_deliveries_are_sent_once_the_broker_is_back(broker):
@@ -78,14 +87,33 @@ def test_only_the_lost_message_of_a_backlog_is_sent_again(broker):
 def test_a_message_a_worker_holds_unacknowledged_is_not_lost(broker):
     delivery = overdue()
     sent_now(delivery)
-    # A worker took it (prefetched, or an ETA retry waiting): Redis keeps it in `unacked`.
-    raw = broker.rpop("celery")
-    broker.hset("unacked", "tag-1", json.dumps([json.loads(raw), "celery", "celery"]))
+    taken_by_a_worker(broker, seconds_ago=1)  # prefetched, or in a batch's buffer
 
     summary = sweep_stuck_deliveries()
 
     assert summary["lost_queued"] == 0
     assert messages_in(broker) == []
+
+
+def test_a_message_taken_by_a_worker_that_died_is_lost_after_the_lease(broker, settings):
+    delivery = overdue()
+    sent_now(delivery)
+    taken_by_a_worker(broker, seconds_ago=settings.STUCK_AFTER_SECONDS + 5)
+
+    summary = sweep_stuck_deliveries()
+
+    assert summary["lost_queued"] == 1
+    assert messages_in(broker) == [(delivery.pk, delivery.generation + 1)]
+
+
+def test_a_retry_a_worker_holds_until_its_time_is_not_lost_however_long_ago(broker, settings):
+    delivery = overdue()
+    process_delivery.apply_async((delivery.pk, delivery.generation), countdown=600)
+    taken_by_a_worker(broker, seconds_ago=settings.STUCK_AFTER_SECONDS + 5)
+
+    summary = sweep_stuck_deliveries()
+
+    assert summary["lost_queued"] == 0
 
 
 def test_a_message_of_an_older_generation_does_not_count(broker):

@@ -148,6 +148,13 @@ def _tally_sides(bench: Bench, measure: Callable[[int], RoundOf]) -> list[Side]:
     return sides
 
 
+def _bare_side(bench: Bench, measure: RoundOf) -> Side:
+    """The bare task's side, always on a worker with the batched side's settings: its
+    prefetch (SETTLE_BATCH_SIZE messages per pool process) is the bare task's best case too,
+    and every round of it runs on the same worker settings."""
+    return Side(BASELINE, measure, batch_size=bench.options.batch_size)
+
+
 def _batched_title(bench: Bench, title: str, side: str) -> str:
     return title if side == TALLY else f"{title}, batched K={bench.options.batch_size}"
 
@@ -230,7 +237,7 @@ def settle(bench: Bench, *, concurrency: int | None = None) -> list[ScenarioResu
     ):
         sides = [
             *_tally_sides(bench, partial(_settle_tally, bench, contestants, layout)),
-            Side(BASELINE, _settle_bare(bench, contestants, layout)),
+            _bare_side(bench, _settle_bare(bench, contestants, layout)),
         ]
         measured = bench.interleaved(
             sides, scenario=f"settle_{layout}{suffix}", concurrency=concurrency
@@ -447,7 +454,7 @@ def end_to_end(bench: Bench) -> list[ScenarioResult]:
         exactness = bare_exactness(count, capped=drained.capped or run.sent < count)
         return _end_to_end_round(run, drained, spent, exactness, name)
 
-    sides = [*_tally_sides(bench, partial(_e2e_tally, bench)), Side(BASELINE, bare_round)]
+    sides = [*_tally_sides(bench, partial(_e2e_tally, bench)), _bare_side(bench, bare_round)]
     measured = bench.interleaved(
         sides, scenario="e2e", concurrency=bench.options.worker_concurrency
     )

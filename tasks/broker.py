@@ -3,8 +3,8 @@
 Redis keeps a queue as a list, and every message a worker has taken but not acknowledged
 (running, prefetched or buffered for a batch, or an ETA retry waiting for its time) in one
 `unacked` hash, with when it was taken: both can be read, so the sweeper knows exactly which
-delivery messages exist. RabbitMQ does not let a
-client read waiting messages; it tells how many wait, and the workers tell what they hold.
+delivery messages exist. RabbitMQ does not let a client read waiting messages; it tells how
+many wait, and the workers tell what they hold.
 """
 
 import base64

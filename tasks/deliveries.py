@@ -248,10 +248,7 @@ def _settle_batch(batch: list[Delivery]) -> dict[Delivery, str]:
     try:
         found = sort_by_payment(batch)
     except Exception as exc:  # a row lock held past the soft time limit, a database error
-        return {
-            delivery: _unsettled(delivery, exc, retries=0, retry=_send_retry(delivery))
-            for delivery in batch
-        }
+        return {delivery: _unsettled_in_batch(delivery, exc) for delivery in batch}
     errors: dict[Delivery, Exception] = {
         delivery: VerifiedMomentsAgo(delivery.reference, seconds_left)
         for delivery, seconds_left in found.moments_ago
@@ -277,8 +274,7 @@ def _settle_batch(batch: list[Delivery]) -> dict[Delivery, str]:
         errors[delivery] = answer
     results |= _settle_answered(answered, errors)
     for delivery, error in errors.items():
-        retry = _send_retry(delivery)
-        results[delivery] = _unsettled(delivery, error, retries=_retries_of(delivery), retry=retry)
+        results[delivery] = _unsettled_in_batch(delivery, error)
     return results
 
 
@@ -359,6 +355,11 @@ def _finish_unverified(outcomes: Mapping[Delivery, tuple[str, str]]) -> dict[Del
         delivery: _log_finished(delivery, status, outcome, held=_held(delivery) in finished)
         for delivery, (status, outcome) in outcomes.items()
     }
+
+
+def _unsettled_in_batch(delivery: Delivery, error: Exception) -> str:
+    """`_unsettled` for a delivery of a batch, retried as a message of its own."""
+    return _unsettled(delivery, error, retries=_retries_of(delivery), retry=_send_retry(delivery))
 
 
 def _send_retry(delivery: Delivery) -> Retry:
